@@ -1,0 +1,5 @@
+"""modelport: model-as-a-service."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

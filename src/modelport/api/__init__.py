@@ -1,0 +1,1 @@
+"""Thin HTTP adapters over the domain services; no domain logic lives here."""

@@ -1,0 +1,52 @@
+"""Build the ASGI application from already-constructed services."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import swagger_ui_bundle
+from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.staticfiles import StaticFiles
+from starlette.responses import HTMLResponse
+
+from modelport import __version__
+from modelport.api import management, v2
+from modelport.api.auth import Authenticator
+from modelport.api.errors import install_error_handlers
+from modelport.repository import ModelRepository
+from modelport.security.keys import KeyService
+from modelport.serving.dataplane import DataPlane
+from modelport.settings import Settings
+
+
+def create_app(
+    settings: Settings, repository: ModelRepository, dataplane: DataPlane, keys: KeyService
+) -> FastAPI:
+    app = FastAPI(
+        title="modelport",
+        version=__version__,
+        description="Model-as-a-service: Open Inference Protocol v2 and a management API.",
+        docs_url=None,
+        redoc_url=None,
+    )
+    install_error_handlers(app)
+    auth = Authenticator(keys, settings.auth)
+    v2.install(app, dataplane, auth, settings.max_request_bytes)
+    management.install(app, repository, dataplane, keys, auth, settings.max_upload_bytes)
+
+    # Swagger UI from the swagger-ui-bundle package, so /docs works with no internet access.
+    assets = Path(swagger_ui_bundle.swagger_ui_path)
+    app.mount("/docs-assets", StaticFiles(directory=assets), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="modelport API",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon-32x32.png",
+        )
+
+    return app

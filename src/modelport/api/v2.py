@@ -1,0 +1,172 @@
+"""Open Inference Protocol (v2) REST routes, with the model repository and binary tensor extensions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, FastAPI, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from modelport import __version__
+from modelport.api.auth import Authenticator
+from modelport.errors import InvalidInput, NotReady, PayloadTooLarge
+from modelport.protocol.v2 import HEADER_LENGTH, decode_request, encode_response
+from modelport.registry import VersionState
+from modelport.security.keys import Scope
+from modelport.serving.dataplane import DataPlane
+
+EXTENSIONS = ["binary_tensor_data", "model_repository"]
+
+
+def _json(body: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def build_router(dataplane: DataPlane, auth: Authenticator, max_body: int) -> APIRouter:
+    router = APIRouter(prefix="/v2", tags=["Open Inference Protocol v2"])
+    reader = (Scope.INFER, Scope.READ)
+
+    @router.get("")
+    async def server_metadata() -> Response:
+        return _json({"name": "modelport", "version": __version__, "extensions": EXTENSIONS})
+
+    @router.get("/health/live")
+    async def live() -> Response:
+        return _json({"live": True})
+
+    @router.get("/health/ready")
+    async def ready() -> Response:
+        await run_in_threadpool(dataplane.registry.list_models)  # the registry answers
+        return _json({"ready": True})
+
+    def metadata(request: Request, model: str, version: str | None) -> Response:
+        auth.principal(request, *reader)
+        record = dataplane.resolve(model, version)
+        if record.state is not VersionState.READY:
+            raise NotReady(f"version {record.version} of {model!r} is {record.state.value}")
+        signature = record.signature or {}
+        versions = (
+            [str(v.version) for v in dataplane.registry.list_versions(model, state=VersionState.READY)]
+            if version is None
+            else [str(record.version)]
+        )
+        return _json(
+            {
+                "name": model,
+                "versions": versions,
+                "platform": record.framework,
+                "inputs": signature.get("inputs", []),
+                "outputs": signature.get("outputs", []),
+                "parameters": {"model_version": str(record.version)},
+            }
+        )
+
+    @router.get("/models/{model}")
+    def model_metadata(request: Request, model: str) -> Response:
+        return metadata(request, model, None)
+
+    @router.get("/models/{model}/versions/{version}")
+    def version_metadata(request: Request, model: str, version: str) -> Response:
+        return metadata(request, model, version)
+
+    def readiness(request: Request, model: str, version: str | None) -> Response:
+        auth.principal(request, *reader)
+        record = dataplane.ready_version(model, version)
+        return _json({"name": model, "version": str(record.version), "ready": True})
+
+    @router.get("/models/{model}/ready")
+    def model_ready(request: Request, model: str) -> Response:
+        return readiness(request, model, None)
+
+    @router.get("/models/{model}/versions/{version}/ready")
+    def version_ready(request: Request, model: str, version: str) -> Response:
+        return readiness(request, model, version)
+
+    async def infer(request: Request, model: str, version: str | None) -> Response:
+        body = await read_body(request, max_body)
+        header = request.headers.get(HEADER_LENGTH)
+        if header is not None and not header.isdigit():
+            raise InvalidInput("Inference-Header-Content-Length must be a number")
+        decoded = decode_request(body, int(header) if header is not None else None)
+
+        def run() -> Response:
+            auth.principal(request, Scope.INFER)
+            wanted = [o.name for o in decoded.outputs] if decoded.outputs else None
+            result = dataplane.predict(model, version, decoded.inputs, decoded.datatypes, wanted)
+            payload, json_size = encode_response(
+                model_name=model,
+                model_version=result.version.version,
+                request=decoded,
+                outputs=result.outputs,
+            )
+            if json_size is None:
+                return Response(payload, media_type="application/json")
+            return Response(
+                payload,
+                media_type="application/octet-stream",
+                headers={"Inference-Header-Content-Length": str(json_size)},
+            )
+
+        return await run_in_threadpool(run)
+
+    @router.post("/models/{model}/infer")
+    async def model_infer(request: Request, model: str) -> Response:
+        return await infer(request, model, None)
+
+    @router.post("/models/{model}/versions/{version}/infer")
+    async def version_infer(request: Request, model: str, version: str) -> Response:
+        return await infer(request, model, version)
+
+    @router.post("/repository/index")
+    def repository_index(request: Request) -> Response:
+        auth.principal(request, Scope.READ)
+        entries = []
+        for m in dataplane.registry.list_models():
+            for v in dataplane.registry.list_versions(m.name):
+                state = "UNAVAILABLE"
+                if v.state is VersionState.READY and not dataplane.is_unloaded(m.name):
+                    state = "READY"
+                entry = {"name": m.name, "version": str(v.version), "state": state}
+                if v.error:
+                    entry["reason"] = v.error
+                elif dataplane.is_unloaded(m.name):
+                    entry["reason"] = "unloaded"
+                entries.append(entry)
+        return _json(entries)
+
+    @router.post("/repository/models/{model}/load")
+    def repository_load(request: Request, model: str) -> Response:
+        who = auth.principal(request, Scope.DEPLOY)
+        record = dataplane.load_model(model)
+        dataplane.registry.record_audit(
+            actor=who.name, action="model.load", target=f"{model}/{record.version}"
+        )
+        return _json({})
+
+    @router.post("/repository/models/{model}/unload")
+    def repository_unload(request: Request, model: str) -> Response:
+        who = auth.principal(request, Scope.DEPLOY)
+        dataplane.unload_model(model)
+        dataplane.registry.record_audit(actor=who.name, action="model.unload", target=model)
+        return _json({})
+
+    return router
+
+
+def install(app: FastAPI, dataplane: DataPlane, auth: Authenticator, max_body: int) -> None:
+    app.include_router(build_router(dataplane, auth, max_body))

@@ -1,0 +1,1 @@
+"""The ``modelport`` command line."""

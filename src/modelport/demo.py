@@ -1,0 +1,144 @@
+"""Demo models trained at start-up on scikit-learn's bundled datasets, pushed and promoted."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from modelport.repository import ModelRepository
+
+ACTOR = "demo"
+
+
+@dataclass(frozen=True)
+class DemoModel:
+    name: str
+    build: Callable[[Path], Path]  # writes the artifact into a directory, returns its path
+    example: list[float]
+
+
+def _iris_sklearn(d: Path) -> Path:
+    import skops.io
+    from sklearn.datasets import load_iris
+    from sklearn.ensemble import RandomForestClassifier
+
+    x, y = load_iris(return_X_y=True)
+    path = d / "iris.skops"
+    skops.io.dump(RandomForestClassifier(n_estimators=50, random_state=0).fit(x, y), path)
+    return path
+
+
+def _cancer_pipeline() -> object:
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x, y = load_breast_cancer(return_X_y=True)
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(x, y)
+
+
+def _cancer_sklearn(d: Path) -> Path:
+    import skops.io
+
+    path = d / "cancer.skops"
+    skops.io.dump(_cancer_pipeline(), path)
+    return path
+
+
+def _cancer_onnx(d: Path) -> Path:
+    from skl2onnx import to_onnx
+
+    model = _cancer_pipeline()
+    onx = to_onnx(model, np.zeros((1, 30), dtype=np.float32), options={"zipmap": False}, target_opset=17)
+    path = d / "cancer.onnx"
+    path.write_bytes(onx.SerializeToString())
+    return path
+
+
+def _wine_xgboost(d: Path) -> Path:
+    import xgboost
+    from sklearn.datasets import load_wine
+
+    x, y = load_wine(return_X_y=True)
+    model = xgboost.XGBClassifier(n_estimators=30, max_depth=3, n_jobs=1).fit(x, y)
+    path = d / "wine.ubj"
+    model.save_model(path)
+    return path
+
+
+def _diabetes_lightgbm(d: Path) -> Path:
+    import lightgbm
+    from sklearn.datasets import load_diabetes
+
+    x, y = load_diabetes(return_X_y=True)
+    model = lightgbm.LGBMRegressor(n_estimators=50, verbose=-1, n_jobs=1).fit(x, y)
+    path = d / "diabetes.txt"
+    model.booster_.save_model(path)
+    return path
+
+
+def _first_row(loader: str) -> list[float]:
+    from sklearn import datasets
+
+    x = getattr(datasets, loader)().data
+    return [float(v) for v in x[0]]
+
+
+def demo_models() -> list[DemoModel]:
+    return [
+        DemoModel("iris", _iris_sklearn, _first_row("load_iris")),
+        DemoModel("breast-cancer", _cancer_sklearn, _first_row("load_breast_cancer")),
+        DemoModel("breast-cancer-onnx", _cancer_onnx, _first_row("load_breast_cancer")),
+        DemoModel("wine-xgboost", _wine_xgboost, _first_row("load_wine")),
+        DemoModel("diabetes-lightgbm", _diabetes_lightgbm, _first_row("load_diabetes")),
+    ]
+
+
+def install_demo(repository: ModelRepository) -> list[DemoModel]:
+    """Train, push and promote each demo model that has no ``production`` alias yet."""
+    models = demo_models()
+    with tempfile.TemporaryDirectory() as tmp:
+        for demo in models:
+            if repository.registry.find_model(demo.name) and repository.registry.find_alias(
+                demo.name, "production"
+            ):
+                continue
+            path = demo.build(Path(tmp))
+            record = repository.push_bytes(demo.name, [path.read_bytes()], by=ACTOR, filename=path.name)
+            if record.error:
+                raise RuntimeError(f"demo model {demo.name} failed its check: {record.error}")
+            repository.promote(demo.name, "production", record.version, by=ACTOR)
+    return models
+
+
+def curl_examples(
+    base_url: str, key: str | None, models: list[DemoModel], onnx_datatype: str = "FP32"
+) -> str:
+    auth = f' -H "Authorization: Bearer {key}"' if key else ""
+    lines = [f"curl{auth} {base_url}/api/v1/models"]
+    for demo in models:
+        datatype = onnx_datatype if demo.name.endswith("onnx") else "FP64"
+        name = "X" if demo.name.endswith("onnx") else "input-0"
+        body = json.dumps(
+            {
+                "inputs": [
+                    {
+                        "name": name,
+                        "shape": [1, len(demo.example)],
+                        "datatype": datatype,
+                        "data": demo.example,
+                    }
+                ]
+            }
+        )
+        lines.append(
+            f"curl{auth} -H 'Content-Type: application/json' "
+            f"-d '{body}' {base_url}/v2/models/{demo.name}/infer"
+        )
+    return "\n".join(lines)

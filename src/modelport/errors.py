@@ -1,0 +1,90 @@
+"""One tree of domain errors, each with a stable code; the API maps codes to HTTP statuses."""
+
+from __future__ import annotations
+
+
+class ModelportError(Exception):
+    """Base of every error modelport raises on purpose. ``code`` is stable and documented."""
+
+    code = "internal"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class InvalidInput(ModelportError):
+    code = "invalid_input"
+
+
+class InvalidName(InvalidInput):
+    code = "invalid_name"
+
+
+class NotFound(ModelportError):
+    code = "not_found"
+
+
+class Conflict(ModelportError):
+    code = "conflict"
+
+
+class UnsupportedFormat(InvalidInput):
+    code = "unsupported_format"
+
+
+class UnsafeFormat(InvalidInput):
+    """A format that can run code on load (pickle and friends)."""
+
+    code = "unsafe_format"
+
+
+class UnsafeArchive(InvalidInput):
+    code = "unsafe_archive"
+
+
+class PayloadTooLarge(ModelportError):
+    code = "payload_too_large"
+
+
+class NotReady(ModelportError):
+    """The model or version exists but cannot serve (failed, pending, unloaded)."""
+
+    code = "not_ready"
+
+
+class IntegrityError(ModelportError):
+    """Stored bytes do not match their recorded sha256."""
+
+    code = "integrity_error"
+
+
+class LoadError(ModelportError):
+    code = "load_error"
+
+
+class InferenceFailed(ModelportError):
+    code = "inference_failed"
+
+
+class Unauthenticated(ModelportError):
+    code = "unauthenticated"
+
+
+class Forbidden(ModelportError):
+    code = "forbidden"
+
+
+class ConfigError(ModelportError):
+    code = "config_error"
+
+
+def _subclasses(cls: type[ModelportError]) -> list[type[ModelportError]]:
+    out = [cls]
+    for sub in cls.__subclasses__():
+        out.extend(_subclasses(sub))
+    return out
+
+
+ERRORS_BY_CODE: dict[str, type[ModelportError]] = {c.code: c for c in _subclasses(ModelportError)}

@@ -1,0 +1,1 @@
+"""Wire formats of the inference protocols, free of any web framework."""

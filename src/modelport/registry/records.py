@@ -1,0 +1,85 @@
+"""Plain immutable records the registry hands out (no ORM objects leak out of it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+class VersionState(StrEnum):
+    PENDING = "pending"
+    READY = "ready"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    name: str
+    description: str
+    created_at: datetime
+    created_by: str
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    path: str
+    sha256: str
+    size: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "sha256": self.sha256, "size": self.size}
+
+
+@dataclass(frozen=True)
+class VersionRecord:
+    model: str
+    version: int
+    state: VersionState
+    sha256: str
+    size: int
+    framework: str | None
+    signature: dict[str, Any] | None
+    manifest: tuple[FileEntry, ...]
+    error: str | None
+    created_at: datetime
+    created_by: str
+
+
+@dataclass(frozen=True)
+class AliasRecord:
+    model: str
+    name: str
+    version: int
+    updated_at: datetime
+    updated_by: str
+
+
+@dataclass(frozen=True)
+class HistoryRecord:
+    version: int
+    action: str
+    at: datetime
+    by: str
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    id: int
+    name: str
+    prefix: str
+    scopes: frozenset[str]
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    target: str
+    result: str
+    details: dict[str, Any] = field(default_factory=dict)

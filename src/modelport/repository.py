@@ -1,0 +1,301 @@
+"""The model repository: push, check, load, promote, roll back and delete versions.
+
+Ordering that keeps a crash harmless: bytes go to the store first (temp name, then rename), the version
+row is committed after them, so a crash leaves at worst blobs no row references, which ``recover`` sweeps.
+A row is committed ``pending`` and moved to ``ready`` or ``failed`` once the load check has run; a
+``pending`` row found at start-up had its check interrupted and is checked again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from modelport.errors import LoadError, ModelportError, NotReady, PayloadTooLarge
+from modelport.names import check_name
+from modelport.registry import AliasRecord, Registry, VersionRecord, VersionState
+from modelport.registry.records import FileEntry
+from modelport.runtimes.base import Runtime, Signature
+from modelport.runtimes.catalog import RuntimeCatalog
+from modelport.storage.archive import extract_tar, extract_zip, safe_member_path
+from modelport.storage.base import ArtifactStore, sha256_file
+from modelport.storage.sniff import UploadKind, classify_upload, refuse_unsafe
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_upload_bytes: int = 2 * 1024**3
+    archive_max_entries: int = 10_000
+    archive_max_bytes: int = 8 * 1024**3
+
+
+class Upload:
+    """An artifact being received: written to a private temp file while its sha256 is computed."""
+
+    def __init__(self, directory: Path, max_bytes: int) -> None:
+        fd, name = tempfile.mkstemp(prefix="upload-", dir=directory)
+        self.path = Path(name)
+        self._file = os.fdopen(fd, "wb")
+        self._digest = hashlib.sha256()
+        self._max = max_bytes
+        self.size = 0
+
+    def write(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.size > self._max:
+            raise PayloadTooLarge(f"artifact exceeds the upload limit of {self._max} bytes")
+        self._digest.update(chunk)
+        self._file.write(chunk)
+
+    def finish(self) -> str:
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        return self._digest.hexdigest()
+
+    def discard(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+        self.path.unlink(missing_ok=True)
+
+
+@dataclass
+class LoadedVersion:
+    record: VersionRecord
+    runtime: Runtime
+    signature: Signature
+    workdir: Path
+
+    def close(self) -> None:
+        try:
+            self.runtime.unload()
+        finally:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+class ModelRepository:
+    def __init__(
+        self,
+        registry: Registry,
+        store: ArtifactStore,
+        runtimes: RuntimeCatalog,
+        scratch_dir: Path,
+        limits: Limits | None = None,
+    ) -> None:
+        self.registry = registry
+        self.store = store
+        self.runtimes = runtimes
+        self.scratch = scratch_dir
+        self.limits = limits or Limits()
+        scratch_dir.mkdir(parents=True, exist_ok=True)
+
+    # ---- push ---------------------------------------------------------------------------------
+    def begin_upload(self) -> Upload:
+        return Upload(self.scratch, self.limits.max_upload_bytes)
+
+    def push_bytes(
+        self, model: str, chunks: Iterable[bytes], *, by: str, **kwargs: str | None
+    ) -> VersionRecord:
+        upload = self.begin_upload()
+        try:
+            for chunk in chunks:
+                upload.write(chunk)
+        except BaseException:
+            upload.discard()
+            raise
+        return self.push(model, upload, by=by, **kwargs)
+
+    def push(
+        self,
+        model: str,
+        upload: Upload,
+        *,
+        by: str,
+        framework: str | None = None,
+        filename: str | None = None,
+    ) -> VersionRecord:
+        """Store an uploaded artifact as the model's next version, then check that it loads."""
+        staging = Path(tempfile.mkdtemp(prefix="stage-", dir=self.scratch))
+        try:
+            check_name(model, field="model")
+            digest = upload.finish()
+            manifest, detected = self._stage(upload, staging, framework, filename)
+            self.registry.ensure_model(model, by=by)
+            for entry in manifest:
+                self.store.put(staging / entry.path, entry.sha256)
+            record = self.registry.add_version(
+                model, sha256=digest, size=upload.size, manifest=manifest, framework=detected, by=by
+            )
+        except ModelportError as exc:
+            self.registry.record_audit(
+                actor=by, action="version.push", target=model, result="refused", details={"error": exc.code}
+            )
+            raise
+        finally:
+            upload.discard()
+            shutil.rmtree(staging, ignore_errors=True)
+        record = self.check(record)
+        self.registry.record_audit(
+            actor=by,
+            action="version.push",
+            target=f"{model}/{record.version}",
+            details={"sha256": digest, "state": record.state.value, "framework": detected},
+        )
+        return record
+
+    def _stage(
+        self, upload: Upload, staging: Path, framework: str | None, filename: str | None
+    ) -> tuple[list[FileEntry], str]:
+        whole_file_model = any(rt.recognise(upload.path) for rt in self.runtimes.runtimes.values())
+        kind = classify_upload(upload.path, whole_file_model)
+        limits = self.limits
+        if kind is UploadKind.ZIP:
+            extract_zip(
+                upload.path,
+                staging,
+                max_entries=limits.archive_max_entries,
+                max_bytes=limits.archive_max_bytes,
+            )
+        elif kind is UploadKind.TAR:
+            extract_tar(
+                upload.path,
+                staging,
+                max_entries=limits.archive_max_entries,
+                max_bytes=limits.archive_max_bytes,
+            )
+        else:
+            name = safe_member_path(filename or "model").name
+            os.replace(upload.path, staging / name)
+        files = sorted(p for p in staging.rglob("*") if p.is_file())
+        for path in files:
+            refuse_unsafe(path, display=f"file {path.relative_to(staging).as_posix()!r}")
+        detected = self.runtimes.detect(staging, framework)
+        manifest = []
+        for path in files:
+            sha, size = sha256_file(path)
+            manifest.append(FileEntry(path.relative_to(staging).as_posix(), sha, size))
+        return manifest, detected
+
+    # ---- check and load -----------------------------------------------------------------------
+    def check(self, record: VersionRecord) -> VersionRecord:
+        """Load the version once and run a dummy batch; record ``ready`` with its signature or ``failed``."""
+        try:
+            loaded = self.load(record, require_ready=False)
+        except ModelportError as exc:
+            return self._fail(record, exc.message)
+        try:
+            _smoke_test(loaded)
+        except ModelportError as exc:
+            return self._fail(record, f"a test batch failed: {exc.message}")
+        except Exception as exc:  # a framework's own error type: record it, never crash the push
+            return self._fail(record, f"a test batch failed: {type(exc).__name__}: {str(exc)[:300]}")
+        finally:
+            loaded.close()
+        return self.registry.set_version_state(
+            record.model, record.version, VersionState.READY, signature=loaded.signature.as_dict()
+        )
+
+    def _fail(self, record: VersionRecord, reason: str) -> VersionRecord:
+        return self.registry.set_version_state(
+            record.model, record.version, VersionState.FAILED, error=reason
+        )
+
+    def load(self, record: VersionRecord, *, require_ready: bool = True) -> LoadedVersion:
+        """Materialise the version's files (sha256 verified) into a private directory and load them."""
+        if require_ready and record.state is not VersionState.READY:
+            raise NotReady(f"version {record.version} of {record.model!r} is {record.state.value}")
+        if record.framework is None:
+            raise LoadError("the version has no framework")
+        workdir = Path(tempfile.mkdtemp(prefix="load-", dir=self.scratch))
+        try:
+            for entry in record.manifest:
+                dest = workdir.joinpath(*safe_member_path(entry.path).parts)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                self.store.fetch(entry.sha256, dest)
+            runtime = self.runtimes.get(record.framework)()
+            try:
+                runtime.load(workdir)
+            except ModelportError:
+                raise
+            except Exception as exc:
+                raise LoadError(
+                    f"{record.framework} could not load the model: {type(exc).__name__}"
+                ) from None
+            return LoadedVersion(record, runtime, runtime.signature(), workdir)
+        except BaseException:
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise
+
+    # ---- aliases ------------------------------------------------------------------------------
+    def promote(self, model: str, alias: str, version: int, *, by: str) -> AliasRecord:
+        check_name(alias, field="alias")
+        record = self.registry.set_alias(model, alias, version, by=by)
+        self.registry.record_audit(
+            actor=by, action="alias.set", target=f"{model}@{alias}", details={"version": version}
+        )
+        return record
+
+    def rollback(self, model: str, alias: str, *, by: str) -> AliasRecord:
+        record = self.registry.rollback_alias(model, alias, by=by)
+        self.registry.record_audit(
+            actor=by, action="alias.rollback", target=f"{model}@{alias}", details={"version": record.version}
+        )
+        return record
+
+    # ---- delete -------------------------------------------------------------------------------
+    def delete_version(self, model: str, version: int, *, by: str) -> VersionRecord:
+        record = self.registry.delete_version(model, version)
+        self._collect(record.manifest)
+        self.registry.record_audit(actor=by, action="version.delete", target=f"{model}/{version}")
+        return record
+
+    def delete_model(self, model: str, *, by: str) -> None:
+        removed = self.registry.delete_model(model)
+        self._collect(entry for record in removed for entry in record.manifest)
+        self.registry.record_audit(
+            actor=by, action="model.delete", target=model, details={"versions": [r.version for r in removed]}
+        )
+
+    def _collect(self, entries: Iterable[FileEntry]) -> None:
+        """Delete blobs no remaining version references (blobs are shared by content)."""
+        candidates = {e.sha256 for e in entries}
+        if candidates:
+            for sha in candidates - self.registry.referenced_digests():
+                self.store.delete(sha)
+
+    # ---- start-up recovery --------------------------------------------------------------------
+    def recover(self) -> dict[str, int]:
+        """After a crash: drop scratch files, blobs no version references, and re-check pending versions."""
+        for leftover in self.scratch.iterdir():
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
+        referenced = self.registry.referenced_digests()
+        orphans = [sha for sha in self.store.digests() if sha not in referenced]
+        for sha in orphans:
+            self.store.delete(sha)
+        pending = self.registry.pending_versions()
+        for record in pending:
+            self.check(record)
+        return {"orphans": len(orphans), "rechecked": len(pending)}
+
+
+def _smoke_test(loaded: LoadedVersion) -> None:
+    """One all-zeros row through the model, so that a version that cannot predict never becomes ready."""
+    from modelport.serving.datatypes import numpy_dtype
+
+    inputs = {}
+    for spec in loaded.signature.inputs:
+        if spec.datatype == "BYTES":
+            return  # no meaningful dummy for text inputs
+        shape = tuple(1 if d < 0 else d for d in spec.shape)
+        inputs[spec.name] = np.zeros(shape, dtype=numpy_dtype(spec.datatype))
+    loaded.runtime.predict(inputs)

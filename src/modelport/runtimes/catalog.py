@@ -1,0 +1,55 @@
+"""Which runtimes exist (entry-point group ``modelport.runtimes``) and which one an artifact needs."""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+from pathlib import Path
+
+from modelport.errors import InvalidInput, UnsupportedFormat
+from modelport.runtimes.base import Runtime
+
+ENTRY_POINT_GROUP = "modelport.runtimes"
+SAFE_FORMATS = "skops (.skops), ONNX, XGBoost JSON/UBJ, LightGBM text model"
+
+
+class RuntimeCatalog:
+    def __init__(self, runtimes: dict[str, type[Runtime]]) -> None:
+        self.runtimes = runtimes
+
+    @classmethod
+    def from_entry_points(cls) -> RuntimeCatalog:
+        found: dict[str, type[Runtime]] = {}
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            try:
+                found[ep.name] = ep.load()
+            except ImportError:
+                continue  # the framework's optional dependency is not installed
+        return cls(found)
+
+    def get(self, framework: str) -> type[Runtime]:
+        try:
+            return self.runtimes[framework]
+        except KeyError:
+            known = ", ".join(sorted(self.runtimes))
+            raise InvalidInput(
+                f"unknown framework {framework!r}; known: {known}", field="framework"
+            ) from None
+
+    def detect(self, artifact_dir: Path, framework: str | None = None) -> str:
+        """The framework of the model in ``artifact_dir``, recognised from file contents."""
+        files = [p for p in sorted(artifact_dir.rglob("*")) if p.is_file()]
+        if framework is not None:
+            runtime = self.get(framework)
+            if not any(runtime.recognise(p) for p in files):
+                raise UnsupportedFormat(f"the artifact holds no {framework} model file", field="framework")
+            return framework
+        matches = {name for name, rt in self.runtimes.items() for p in files if rt.recognise(p)}
+        if not matches:
+            raise UnsupportedFormat(f"unrecognised model format; supported formats: {SAFE_FORMATS}")
+        if len(matches) > 1:
+            raise InvalidInput(
+                f"the artifact holds models of several frameworks ({', '.join(sorted(matches))}); "
+                "say which with framework=",
+                field="framework",
+            )
+        return matches.pop()

@@ -1,0 +1,96 @@
+"""ONNX models through onnxruntime."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from modelport.errors import InvalidInput, LoadError
+from modelport.runtimes.base import Signature, Tensors, TensorSpec, find_model_file
+
+_ORT_TYPES = {
+    "tensor(bool)": "BOOL",
+    "tensor(uint8)": "UINT8",
+    "tensor(uint16)": "UINT16",
+    "tensor(uint32)": "UINT32",
+    "tensor(uint64)": "UINT64",
+    "tensor(int8)": "INT8",
+    "tensor(int16)": "INT16",
+    "tensor(int32)": "INT32",
+    "tensor(int64)": "INT64",
+    "tensor(float16)": "FP16",
+    "tensor(float)": "FP32",
+    "tensor(double)": "FP64",
+    "tensor(string)": "BYTES",
+}
+# protobuf field tags that follow ModelProto.ir_version (field 1, varint) in a serialised model
+_MODEL_PROTO_FIELDS = {0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42, 0x72, 0x7A}
+
+
+class OnnxRuntime:
+    framework: ClassVar[str] = "onnx"
+
+    def __init__(self) -> None:
+        self._session: Any = None
+        self._signature: Signature | None = None
+
+    @classmethod
+    def recognise(cls, path: Path) -> bool:
+        with path.open("rb") as f:
+            head = f.read(16)
+        if len(head) < 3 or head[0] != 0x08:
+            return False
+        i = 1
+        while i < len(head) and head[i] & 0x80:  # skip the ir_version varint
+            i += 1
+        return i + 1 < len(head) and head[i + 1] in _MODEL_PROTO_FIELDS
+
+    def load(self, artifact_dir: Path) -> None:
+        import onnxruntime as ort
+
+        path = find_model_file(artifact_dir, type(self))
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        try:
+            self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise LoadError(f"onnxruntime could not load the model: {_first_line(exc)}") from None
+        inputs = tuple(_spec(i) for i in self._session.get_inputs())
+        outputs = tuple(_spec(o) for o in self._session.get_outputs() if o.type in _ORT_TYPES)
+        if not outputs:
+            raise LoadError("the ONNX model has no tensor outputs")
+        self._signature = Signature(inputs, outputs)
+
+    def signature(self) -> Signature:
+        assert self._signature is not None, "load() first"
+        return self._signature
+
+    def predict(self, inputs: Tensors, outputs: Sequence[str] | None = None) -> Tensors:
+        sig = self.signature()
+        names = list(outputs) if outputs is not None else sig.output_names()
+        unknown = set(names) - set(sig.output_names())
+        if unknown:
+            raise InvalidInput(f"unknown output(s) {sorted(unknown)}", field="outputs")
+        try:
+            results = self._session.run(names, inputs)
+        except Exception as exc:  # shape/type problems surface here as onnxruntime errors
+            raise InvalidInput(f"onnxruntime rejected the inputs: {_first_line(exc)}") from None
+        return {n: np.asarray(r) for n, r in zip(names, results, strict=True)}
+
+    def unload(self) -> None:
+        self._session = None
+
+
+def _spec(arg: Any) -> TensorSpec:
+    shape = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in (arg.shape or []))
+    return TensorSpec(arg.name, _ORT_TYPES.get(arg.type, "BYTES"), shape)
+
+
+def _first_line(exc: Exception) -> str:
+    # onnxruntime messages can carry absolute paths of the artifact; keep the gist only.
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text.split(" : ")[-1][:300]

@@ -1,0 +1,1 @@
+"""Keys and scopes, the bootstrap admin key."""

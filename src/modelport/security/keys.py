@@ -1,0 +1,102 @@
+"""API keys: random secrets shown once, stored as sha256 digests, carrying scopes."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from modelport.errors import Forbidden, InvalidInput, Unauthenticated
+from modelport.names import check_name
+from modelport.registry import KeyRecord, Registry
+
+KEY_PREFIX = "mp_"
+ADMIN_KEY_NAME = "admin"
+
+
+class Scope(StrEnum):
+    INFER = "infer"
+    READ = "read"
+    WRITE = "write"
+    DEPLOY = "deploy"
+    ADMIN = "admin"
+
+
+def parse_scopes(values: list[str]) -> set[Scope]:
+    try:
+        return {Scope(v) for v in values}
+    except ValueError:
+        raise InvalidInput(f"scopes must be among {[s.value for s in Scope]}", field="scopes") from None
+
+
+def hash_key(secret: str) -> str:
+    # Keys are 256-bit random tokens, so a plain digest is enough: there is nothing to brute-force.
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def new_secret() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+@dataclass(frozen=True)
+class Principal:
+    name: str
+    scopes: frozenset[str]
+
+    def require(self, scope: Scope) -> None:
+        if Scope.ADMIN.value not in self.scopes and scope.value not in self.scopes:
+            raise Forbidden(f"this key lacks the {scope.value!r} scope")
+
+
+ANONYMOUS_ADMIN = Principal("anonymous", frozenset({Scope.ADMIN.value}))
+
+
+class KeyService:
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    def create(self, name: str, scopes: list[str], *, by: str) -> tuple[KeyRecord, str]:
+        check_name(name)
+        parsed = parse_scopes(scopes)
+        if not parsed:
+            raise InvalidInput("a key needs at least one scope", field="scopes")
+        secret = new_secret()
+        record = self.registry.create_key(
+            name, key_hash=hash_key(secret), prefix=secret[:8], scopes=[s.value for s in parsed]
+        )
+        self.registry.record_audit(actor=by, action="key.create", target=name, details={"scopes": scopes})
+        return record, secret
+
+    def revoke(self, name: str, *, by: str) -> KeyRecord:
+        record = self.registry.revoke_key(name)
+        self.registry.record_audit(actor=by, action="key.revoke", target=name)
+        return record
+
+    def authenticate(self, secret: str | None) -> Principal:
+        if not secret:
+            raise Unauthenticated("missing API key: send 'Authorization: Bearer <key>'")
+        record = self.registry.find_key(hash_key(secret))
+        if record is None or record.revoked_at is not None:
+            raise Unauthenticated("invalid or revoked API key")
+        return Principal(record.name, record.scopes)
+
+    def bootstrap_admin(self, data_dir: Path, configured: str | None) -> str | None:
+        """Make sure an admin key exists. Returns the secret when it was generated now (print it once)."""
+        key_file = data_dir / "admin.key"
+        generated = None
+        if configured:
+            secret = configured
+        elif key_file.exists():
+            secret = key_file.read_text().strip()
+        else:
+            secret = generated = new_secret()
+            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secret + "\n")
+        self.registry.upsert_key(
+            ADMIN_KEY_NAME, key_hash=hash_key(secret), prefix=secret[:8], scopes=[Scope.ADMIN.value]
+        )
+        return generated

@@ -1,0 +1,1 @@
+"""The data plane: resolve a name to a version, keep versions loaded, run inference off the event loop."""

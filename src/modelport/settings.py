@@ -1,0 +1,68 @@
+"""Settings: environment (prefix ``MODELPORT_``), optional ``modelport.toml``, then flags. Read once."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from modelport.errors import ConfigError
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MODELPORT_", toml_file="modelport.toml", extra="ignore")
+
+    data_dir: Path = Path(".modelport")
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    database_url: str | None = None
+    admin_key: str | None = None
+    auth: bool = True
+    max_upload_bytes: int = Field(2 * 1024**3, gt=0)
+    max_request_bytes: int = Field(64 * 1024**2, gt=0)
+    archive_max_entries: int = Field(10_000, gt=0)
+    archive_max_bytes: int = Field(8 * 1024**3, gt=0)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'registry.db').resolve()}"
+
+    def check(self) -> None:
+        """Refuse configurations that would expose the server."""
+        if not self.auth and not is_loopback(self.host):
+            raise ConfigError(f"refusing to bind {self.host} with auth off: enable auth or bind 127.0.0.1")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings; ``overrides`` (e.g. CLI flags) win over the environment and the TOML file."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})

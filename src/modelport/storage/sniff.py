@@ -1,0 +1,79 @@
+"""Tell uploads apart by content: directory archives, single files, and formats that run code on load."""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import lzma
+import tarfile
+import zipfile
+import zlib
+from enum import StrEnum
+from pathlib import Path
+
+from modelport.errors import UnsafeFormat
+
+SAFE_HINT = "push a safe format instead: skops, ONNX, XGBoost JSON/UBJ or LightGBM text"
+
+
+class UploadKind(StrEnum):
+    FILE = "file"
+    ZIP = "zip"
+    TAR = "tar"
+
+
+def _is_pickle(head: bytes) -> bool:
+    # protocol 2+ pickles open with PROTO; protocol 0/1 ones with MARK/EMPTY_* opcodes and end in STOP
+    return len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5
+
+
+def _decompressed_head(path: Path, head: bytes) -> bytes | None:
+    """First bytes of a zlib/gzip/bz2/xz stream (how joblib compresses its pickles)."""
+    try:
+        if head[:2] == b"\x1f\x8b":
+            with gzip.open(path) as g:
+                return g.read(512)
+        if head[:3] == b"BZh":
+            with bz2.open(path) as b:
+                return b.read(512)
+        if head[:6] == b"\xfd7zXZ\x00":
+            with lzma.open(path) as x:
+                return x.read(512)
+        if head[:1] == b"\x78" and head[1:2] in (b"\x01", b"\x5e", b"\x9c", b"\xda"):
+            return zlib.decompressobj().decompress(path.read_bytes()[:65536])[:512]
+    except (OSError, EOFError, zlib.error, lzma.LZMAError):
+        return None
+    return None
+
+
+def refuse_unsafe(path: Path, display: str = "the artifact") -> None:
+    """Raise ``UnsafeFormat`` when the file is a pickle, a compressed (joblib) pickle or a pickle zip."""
+    with path.open("rb") as f:
+        head = f.read(512)
+    if _is_pickle(head):
+        raise UnsafeFormat(f"{display} is a Python pickle, which can run code when loaded; {SAFE_HINT}")
+    inner = _decompressed_head(path, head)
+    if inner is not None and _is_pickle(inner):
+        raise UnsafeFormat(f"{display} is a compressed (joblib) pickle, which can run code; {SAFE_HINT}")
+    if head.startswith(b"PK\x03\x04") and zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as zf:
+            if any(n.endswith((".pkl", ".pickle")) or n.endswith("/data.pkl") for n in zf.namelist()):
+                raise UnsafeFormat(
+                    f"{display} is a pickle-based checkpoint (e.g. torch.save), "
+                    f"which can run code; {SAFE_HINT}"
+                )
+
+
+def classify_upload(path: Path, is_single_model_file: bool) -> UploadKind:
+    """``is_single_model_file``: a runtime recognised the whole upload (e.g. a .skops zip)."""
+    refuse_unsafe(path)
+    if is_single_model_file:
+        return UploadKind.FILE
+    if zipfile.is_zipfile(path):
+        return UploadKind.ZIP
+    try:
+        if tarfile.is_tarfile(path):
+            return UploadKind.TAR
+    except (OSError, EOFError, zlib.error):
+        pass
+    return UploadKind.FILE
