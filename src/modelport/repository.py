@@ -222,7 +222,9 @@ class ModelRepository:
             runtime = self.runtimes.get(record.framework)()
             try:
                 runtime.load(workdir)
-            except ModelportError:
+            except ModelportError as exc:
+                # framework messages often quote the file's absolute path; callers must not see it
+                exc.message = exc.message.replace(f"{workdir}/", "").replace(str(self.scratch), "<scratch>")
                 raise
             except Exception as exc:
                 raise LoadError(

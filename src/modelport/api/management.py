@@ -1,6 +1,7 @@
-"""Management API under ``/api/v1``: models, versions, aliases, keys, audit."""
+"""Management API under ``/api/v1``: models, versions, aliases, keys, audit.
 
-from __future__ import annotations
+No ``from __future__ import annotations`` here: FastAPI must see the route-local ``Annotated`` aliases.
+"""
 
 from typing import Annotated, Any
 

@@ -114,7 +114,7 @@ def serve(
         err.print("training and pushing demo models ...")
         models = install_demo(services.repository)
         key = settings.admin_key or _read_key(settings.data_dir / "admin.key") if settings.auth else None
-        err.print("demo models are served; try:\n" + curl_examples(base, key, models))
+        sys.stderr.write("demo models are served; try:\n" + curl_examples(base, key, models) + "\n")
     try:
         uvicorn.run(build_app(services), host=settings.host, port=settings.port, log_level=log_level)
     finally:

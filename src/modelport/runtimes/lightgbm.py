@@ -38,7 +38,7 @@ class LightGBMRuntime:
 
         path = find_model_file(artifact_dir, type(self))
         try:
-            self._booster = lightgbm.Booster(model_file=str(path), params={"num_threads": 1})
+            self._booster = lightgbm.Booster(model_file=str(path))
         except lightgbm.basic.LightGBMError as exc:
             raise LoadError(f"lightgbm could not load the model: {str(exc)[:300]}") from None
         self._objective = _header_value(path, "objective").split(" ")[0]
@@ -58,7 +58,7 @@ class LightGBMRuntime:
 
     def predict(self, inputs: Tensors, outputs: Sequence[str] | None = None) -> Tensors:
         x = single_input(inputs, self.signature())
-        raw = np.asarray(self._booster.predict(x), dtype=np.float64)
+        raw = np.asarray(self._booster.predict(x, num_threads=1), dtype=np.float64)
         if self._objective == "binary":
             proba = np.column_stack([1.0 - raw, raw])
             return select(classifier_outputs((raw > 0.5).astype(np.int64), proba), outputs)

@@ -65,8 +65,8 @@ def extract_zip(archive: Path, root: Path, *, max_entries: int, max_bytes: int) 
         with zipfile.ZipFile(archive) as zf:
             for info in zf.infolist():
                 budget.entry()
-                mode = info.external_attr >> 16
-                if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                kind = stat.S_IFMT(info.external_attr >> 16)  # 0 when the writer recorded no type
+                if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
                     raise UnsafeArchive(f"archive member {info.filename!r} is a link or special file")
                 if info.is_dir():
                     safe_member_path(info.filename)

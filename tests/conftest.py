@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from modelport.server import Services, build_app, build_services
+from modelport.settings import Settings
+from tests import fixtures
+
+ADMIN_KEY = "mp_test-admin-key-0123456789"
+AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("artifacts")
+    return {
+        "iris.skops": fixtures.write_skops(fixtures.iris_forest(), d / "iris.skops"),
+        "cancer.skops": fixtures.write_skops(fixtures.cancer_logreg(), d / "cancer.skops"),
+        "cancer.onnx": fixtures.write_onnx(fixtures.cancer_logreg(), d / "cancer.onnx"),
+        "iris.json": fixtures.write_xgboost(d / "iris-xgb.json"),
+        "iris.ubj": fixtures.write_xgboost(d / "iris-xgb.ubj"),
+        "diabetes.txt": fixtures.write_lightgbm(d / "diabetes.txt"),
+        "cancer-lgbm.txt": fixtures.write_lightgbm(d / "cancer-lgbm.txt", classifier=True),
+    }
+
+
+def make_services(data_dir: Path, **overrides: object) -> Services:
+    settings = Settings(data_dir=data_dir, admin_key=ADMIN_KEY, **overrides)  # type: ignore[arg-type]
+    return build_services(settings)
+
+
+@pytest.fixture
+def services(tmp_path: Path) -> Iterator[Services]:
+    svc = make_services(tmp_path / "data")
+    yield svc
+    svc.close()
+
+
+@pytest.fixture
+def api(services: Services) -> Iterator[TestClient]:
+    with TestClient(build_app(services), headers=AUTH, raise_server_exceptions=False) as client:
+        yield client
+
+
+def push(api: TestClient, model: str, path: Path, **params: str) -> httpx.Response:
+    return api.post(
+        f"/api/v1/models/{model}/versions",
+        content=path.read_bytes(),
+        params={"filename": path.name, **params},
+        headers={"Content-Type": "application/octet-stream"},
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RunningServer:
+    """A real ``modelport serve`` process on 127.0.0.1, stopped by its own PID."""
+
+    def __init__(
+        self, data_dir: Path, port: int | None = None, extra_env: dict[str, str] | None = None
+    ) -> None:
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "MODELPORT_ADMIN_KEY": ADMIN_KEY, **(extra_env or {})}
+        self.log = (data_dir.parent / f"server-{self.port}.log").open("ab")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "modelport",
+                "serve",
+                "--port",
+                str(self.port),
+                "--data-dir",
+                str(data_dir),
+            ],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        self._wait_ready()
+
+    def _wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}")
+            try:
+                if httpx.get(self.url + "/v2/health/ready", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("server did not become ready")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[RunningServer]:
+    running = RunningServer(tmp_path / "data")
+    yield running
+    running.stop()
