@@ -8,6 +8,7 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 from fastapi.testclient import TestClient
 
@@ -62,11 +63,11 @@ def mgmt_error(r: object, status: int, code: str) -> dict[str, str]:
         ),
         (b'{"inputs": [{"name": "input-0", "shape": [4], "datatype": "FP64", "data": [1,2,3,4]}]}', "shape"),
         (
-            b'{"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64", "data": ["a","b","c","d"]}]}',
+            b'{"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64", "data": ["a","b","c","d"]}]}',  # noqa: E501
             "numbers",
         ),
         (
-            b'{"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "BYTES", "data": ["a","b","c","d"]}]}',
+            b'{"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "BYTES", "data": ["a","b","c","d"]}]}',  # noqa: E501
             "FP64",
         ),
         (
@@ -94,7 +95,18 @@ def test_binary_header_lies_are_rejected(deployed: TestClient) -> None:
         "/v2/models/iris/infer", content=b"{}", headers={"Inference-Header-Content-Length": "999"}
     )
     v2_error(r, 400)
-    header = b'{"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64", "parameters": {"binary_data_size": 32}}]}'
+    header = orjson.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input-0",
+                    "shape": [1, 4],
+                    "datatype": "FP64",
+                    "parameters": {"binary_data_size": 32},
+                }
+            ]
+        }
+    )
     short = deployed.post(
         "/v2/models/iris/infer",
         content=header + b"\x00" * 8,
