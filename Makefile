@@ -21,7 +21,7 @@ postgres:
 	       && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \
 	       || echo "postgresql could not be installed: PostgreSQL registry tests will be skipped"; }
 
-test: $(STAMP) postgres
+test: $(STAMP) postgres lint
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

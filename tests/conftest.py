@@ -71,13 +71,18 @@ class RunningServer:
     """A real ``modelport serve`` process on 127.0.0.1, stopped by its own PID."""
 
     def __init__(
-        self, data_dir: Path, port: int | None = None, extra_env: dict[str, str] | None = None
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        extra_env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
     ) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "MODELPORT_ADMIN_KEY": ADMIN_KEY, **(extra_env or {})}
-        self.log = (data_dir.parent / f"server-{self.port}.log").open("ab")
+        self.log_path = data_dir.parent / f"server-{self.port}.log"
+        self.log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -88,14 +93,19 @@ class RunningServer:
                 str(self.port),
                 "--data-dir",
                 str(data_dir),
+                *args,
             ],
             env=env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
-        self._wait_ready()
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
 
-    def _wait_ready(self, timeout: float = 60) -> None:
+    def _wait_ready(self, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

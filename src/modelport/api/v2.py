@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from typing import Any
 
 import orjson
@@ -35,6 +36,22 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise PayloadTooLarge(f"request body exceeds {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
+    """Requests compressed by the client (tritonclient's request_compression_algorithm)."""
+    if not encoding or encoding == "identity":
+        return body
+    if encoding not in ("gzip", "deflate"):
+        raise InvalidInput(f"unsupported Content-Encoding {encoding!r}")
+    inflater = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error:
+        raise InvalidInput(f"body is not valid {encoding}") from None
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise PayloadTooLarge(f"decompressed request body exceeds {limit} bytes")
+    return out
 
 
 def build_router(dataplane: DataPlane, auth: Authenticator, max_body: int) -> APIRouter:
@@ -98,7 +115,9 @@ def build_router(dataplane: DataPlane, auth: Authenticator, max_body: int) -> AP
         return readiness(request, model, version)
 
     async def infer(request: Request, model: str, version: str | None) -> Response:
-        body = await read_body(request, max_body)
+        body = decompress(
+            await read_body(request, max_body), request.headers.get("content-encoding"), max_body
+        )
         header = request.headers.get(HEADER_LENGTH)
         if header is not None and not header.isdigit():
             raise InvalidInput("Inference-Header-Content-Length must be a number")

@@ -35,7 +35,7 @@ KeyOpt = Annotated[str | None, typer.Option("--api-key", envvar="MODELPORT_API_K
 
 
 def _client(url: str | None, key: str | None) -> Client:
-    return Client(url, key)
+    return Client(url, key)  # use as a context manager: it holds a connection pool
 
 
 def _emit(data: Any, output: Output, columns: list[str], title: str | None = None) -> None:
@@ -131,7 +131,8 @@ def _read_key(path: Path) -> str | None:
 @models_app.command("list")
 def models_list(output: OutputOpt = Output.table, url: UrlOpt = None, api_key: KeyOpt = None) -> None:
     """List models with their aliases."""
-    data = _run(lambda: _client(url, api_key).list_models())
+    with _client(url, api_key) as client:
+        data = _run(lambda: client.list_models())
     _emit(data, output, ["name", "latest_version", "aliases", "created_at"], "models")
 
 
@@ -140,7 +141,8 @@ def models_show(
     name: str, output: OutputOpt = Output.table, url: UrlOpt = None, api_key: KeyOpt = None
 ) -> None:
     """Show a model, its versions and aliases."""
-    data = _run(lambda: _client(url, api_key).get_model(name))
+    with _client(url, api_key) as client:
+        data = _run(lambda: client.get_model(name))
     if output is Output.json:
         _emit(data, output, [])
         return
@@ -154,7 +156,8 @@ def models_versions(
     name: str, output: OutputOpt = Output.table, url: UrlOpt = None, api_key: KeyOpt = None
 ) -> None:
     """List a model's versions."""
-    data = _run(lambda: _client(url, api_key).list_versions(name))
+    with _client(url, api_key) as client:
+        data = _run(lambda: client.list_versions(name))
     _emit(
         data, output, ["version", "state", "framework", "sha256", "created_at", "error"], f"{name} versions"
     )
@@ -170,16 +173,18 @@ def models_push(
     api_key: KeyOpt = None,
 ) -> None:
     """Upload a model artifact as the model's next version."""
-    client = _client(url, api_key)
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        console=err,
-        transient=True,
-        disable=output is Output.json,
-    ) as progress:
+    with (
+        _client(url, api_key) as client,
+        Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            console=err,
+            transient=True,
+            disable=output is Output.json,
+        ) as progress,
+    ):
         task = progress.add_task(f"pushing {path.name}", total=path.stat().st_size)
         data = _run(
             lambda: client.push(name, path, framework=framework, progress=lambda n: progress.advance(task, n))
@@ -199,7 +204,8 @@ def models_promote(
     api_key: KeyOpt = None,
 ) -> None:
     """Point an alias (default production) at a version."""
-    data = _run(lambda: _client(url, api_key).promote(name, version, alias))
+    with _client(url, api_key) as client:
+        data = _run(lambda: client.promote(name, version, alias))
     _emit(data, output, ["alias", "version", "updated_at", "updated_by"], name)
 
 
@@ -212,7 +218,8 @@ def models_rollback(
     api_key: KeyOpt = None,
 ) -> None:
     """Move an alias back to its previous version."""
-    data = _run(lambda: _client(url, api_key).rollback(name, alias))
+    with _client(url, api_key) as client:
+        data = _run(lambda: client.rollback(name, alias))
     _emit(data, output, ["alias", "version", "updated_at", "updated_by"], name)
 
 
@@ -228,8 +235,8 @@ def models_delete(
     what = f"{name} version {version}" if version else f"model {name} and all its versions"
     if not yes and not typer.confirm(f"delete {what}?"):
         raise typer.Exit(1)
-    client = _client(url, api_key)
-    _run(lambda: client.delete_version(name, version) if version else client.delete_model(name))
+    with _client(url, api_key) as client:
+        _run(lambda: client.delete_version(name, version) if version else client.delete_model(name))
     err.print(f"deleted {what}")
 
 
@@ -253,11 +260,15 @@ def predict(
     except ValueError as exc:
         err.print(f"[red]error[/red]: --data is not JSON: {exc}")
         raise typer.Exit(2) from None
-    client = _client(url, api_key)
-    meta = _run(lambda: client.metadata(name, version))
-    spec = meta["inputs"][0]
-    array = np.asarray(rows, dtype=numpy_dtype(spec["datatype"]))
-    outputs, served = _run(lambda: client.infer(name, {spec["name"]: array}, version=version))
+    with _client(url, api_key) as client:
+        meta = _run(lambda: client.metadata(name, version))
+        spec = meta["inputs"][0]
+        try:
+            array = np.asarray(rows, dtype=numpy_dtype(spec["datatype"]))
+        except (ValueError, TypeError) as exc:
+            err.print(f"[red]error[/red]: --data does not fit {spec['datatype']}: {exc}")
+            raise typer.Exit(2) from None
+        outputs, served = _run(lambda: client.infer(name, {spec["name"]: array}, version=version))
     result = {"model": name, "model_version": served, "outputs": {k: v.tolist() for k, v in outputs.items()}}
     if output is Output.json:
         _emit(result, output, [])

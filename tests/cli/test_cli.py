@@ -1,0 +1,95 @@
+"""The CLI against a real server over HTTP."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from modelport import __version__
+from modelport.cli.main import app
+from tests import fixtures
+from tests.conftest import ADMIN_KEY, RunningServer
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    server = RunningServer(tmp_path_factory.mktemp("cli") / "data")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def cli(running: RunningServer, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    monkeypatch.setenv("MODELPORT_URL", running.url)
+    monkeypatch.setenv("MODELPORT_API_KEY", ADMIN_KEY)
+    return CliRunner()
+
+
+def run_json(cli: CliRunner, *args: str) -> object:
+    result = cli.invoke(app, [*args, "--output", "json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_version_command() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "modelport", "version"], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == __version__
+
+
+def test_push_promote_predict_rollback_delete(cli: CliRunner, artifacts: dict[str, Path]) -> None:
+    pushed = run_json(cli, "models", "push", "cli-iris", str(artifacts["iris.skops"]))
+    assert pushed["version"] == 1 and pushed["state"] == "ready"  # type: ignore[index]
+    run_json(cli, "models", "push", "cli-iris", str(artifacts["iris.json"]), "--framework", "xgboost")
+    assert run_json(cli, "models", "promote", "cli-iris", "1")["version"] == 1  # type: ignore[index]
+    assert run_json(cli, "models", "promote", "cli-iris", "2")["version"] == 2  # type: ignore[index]
+
+    listing = run_json(cli, "models", "list")
+    assert {"name": "cli-iris", "aliases": {"production": 2}}.items() <= listing[0].items()  # type: ignore[index]
+    versions = run_json(cli, "models", "versions", "cli-iris")
+    assert [v["framework"] for v in versions] == ["sklearn", "xgboost"]  # type: ignore[union-attr]
+    shown = run_json(cli, "models", "show", "cli-iris")
+    assert shown["aliases"][0]["version"] == 2  # type: ignore[index]
+
+    rows = json.dumps(fixtures.IRIS_X[:2].tolist())
+    predicted = run_json(cli, "predict", "cli-iris", "--data", rows)
+    assert predicted["model_version"] == "2"  # type: ignore[index]
+    assert run_json(cli, "models", "rollback", "cli-iris")["version"] == 1  # type: ignore[index]
+    predicted = run_json(cli, "predict", "cli-iris", "--data", rows)
+    assert predicted["model_version"] == "1"  # type: ignore[index]
+    assert predicted["outputs"]["predict"] == fixtures.iris_forest().predict(fixtures.IRIS_X[:2]).tolist()  # type: ignore[index]
+
+    table = cli.invoke(app, ["models", "list"])
+    assert table.exit_code == 0 and "cli-iris" in table.stdout
+    assert cli.invoke(app, ["models", "delete", "cli-iris", "--version", "2", "--yes"]).exit_code == 0
+    assert cli.invoke(app, ["models", "delete", "cli-iris", "--yes"]).exit_code == 0
+    assert run_json(cli, "models", "list") == []
+
+
+def test_errors_are_reported_with_exit_code(cli: CliRunner, tmp_path: Path) -> None:
+    evil = fixtures.write_pickle(tmp_path / "m.pkl", tmp_path / "canary")
+    result = cli.invoke(app, ["models", "push", "evil", str(evil)])
+    assert result.exit_code == 1 and "unsafe_format" in result.output
+    result = cli.invoke(app, ["models", "show", "ghost"])
+    assert result.exit_code == 1 and "not_found" in result.output
+    result = cli.invoke(app, ["models", "list"], env={"MODELPORT_API_KEY": "wrong"})
+    assert result.exit_code == 1 and "unauthenticated" in result.output
+
+
+def test_key_falls_back_to_the_data_dir(
+    running: RunningServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "admin.key").write_text(ADMIN_KEY + "\n")
+    monkeypatch.delenv("MODELPORT_API_KEY", raising=False)
+    monkeypatch.delenv("MODELPORT_ADMIN_KEY", raising=False)
+    monkeypatch.setenv("MODELPORT_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("MODELPORT_URL", running.url)
+    result = CliRunner().invoke(app, ["models", "list", "--output", "json"])
+    assert result.exit_code == 0, result.output

@@ -1,0 +1,98 @@
+"""Content-addressed store, sha256 verified on load, and recovery after an interrupted push."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from modelport.errors import IntegrityError, NotReady
+from modelport.registry import VersionState
+from modelport.registry.records import FileEntry
+from modelport.server import Services
+from modelport.storage.local import LocalArtifactStore
+from tests import fixtures
+from tests.conftest import make_services, push
+
+
+def test_put_is_content_addressed_and_fetch_verifies(tmp_path: Path) -> None:
+    store = LocalArtifactStore(tmp_path / "store")
+    src = tmp_path / "blob"
+    src.write_bytes(b"model bytes")
+    sha = hashlib.sha256(b"model bytes").hexdigest()
+    store.put(src, sha)
+    assert not src.exists() and store.exists(sha) and list(store.digests()) == [sha]
+    assert (tmp_path / "store" / "sha256" / sha[:2] / sha).read_bytes() == b"model bytes"
+    store.fetch(sha, tmp_path / "out")
+    assert (tmp_path / "out").read_bytes() == b"model bytes"
+    (tmp_path / "store" / "sha256" / sha[:2] / sha).write_bytes(b"tampered!!!")
+    with pytest.raises(IntegrityError):
+        store.fetch(sha, tmp_path / "out2")
+    assert not (tmp_path / "out2").exists()
+    with pytest.raises(IntegrityError):
+        store.fetch("../../etc/passwd", tmp_path / "x")
+
+
+def test_corrupted_artifact_refuses_to_load_and_others_serve(
+    api: TestClient, services: Services, artifacts: dict[str, Path]
+) -> None:
+    push(api, "iris", artifacts["iris.skops"])
+    push(api, "onnx", artifacts["cancer.onnx"])
+    blob = services.settings.data_dir / "artifacts" / "sha256"
+    sha = services.registry.get_version("iris", 1).manifest[0].sha256
+    (blob / sha[:2] / sha).write_bytes(b"corrupted")
+    services.dataplane.evict("iris")
+    row = {"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64", "data": [1, 2, 3, 4]}]}
+    r = api.post("/v2/models/iris/infer", json=row)
+    assert r.status_code == 503 and "corrupted" in r.json()["error"]
+    onnx_row = {"inputs": [{"name": "X", "shape": [1, 30], "datatype": "FP32", "data": [0.1] * 30}]}
+    assert api.post("/v2/models/onnx/infer", json=onnx_row).status_code == 200
+
+
+def test_recover_removes_orphans_and_scratch(tmp_path: Path, artifacts: dict[str, Path]) -> None:
+    services = make_services(tmp_path / "d")
+    record = services.repository.push_bytes("iris", [artifacts["iris.skops"].read_bytes()], by="t")
+    # a crash after the bytes were stored but before the row was committed leaves an orphan blob
+    orphan = tmp_path / "orphan"
+    orphan.write_bytes(b"half a push")
+    services.repository.store.put(orphan, hashlib.sha256(b"half a push").hexdigest())
+    (services.settings.data_dir / "tmp" / "upload-dead").write_bytes(b"partial")
+    services.close()
+
+    again = make_services(tmp_path / "d")
+    assert list(again.repository.store.digests()) == [record.manifest[0].sha256]
+    assert list((tmp_path / "d" / "tmp").iterdir()) == []
+    assert again.registry.get_version("iris", 1).state is VersionState.READY
+    again.close()
+
+
+def test_recover_rechecks_versions_left_pending(tmp_path: Path, artifacts: dict[str, Path]) -> None:
+    services = make_services(tmp_path / "d")
+    path = artifacts["iris.skops"]
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    staged = tmp_path / "copy"
+    staged.write_bytes(path.read_bytes())
+    services.repository.store.put(staged, sha)
+    services.registry.ensure_model("iris", by="t")
+    services.registry.add_version(  # committed, but the process died before its check ran
+        "iris",
+        sha256=sha,
+        size=path.stat().st_size,
+        manifest=[FileEntry("iris.skops", sha, 1)],
+        framework="sklearn",
+        by="t",
+    )
+    with pytest.raises(NotReady):
+        services.dataplane.ready_version("iris", "1")
+    services.close()
+
+    again = make_services(tmp_path / "d")
+    record = again.registry.get_version("iris", 1)
+    assert record.state is VersionState.READY and record.signature
+    result = again.dataplane.predict("iris", "1", {"input-0": fixtures.IRIS_X[:2]}, {"input-0": "FP64"})
+    assert result.outputs["predict"].tolist() == fixtures.iris_forest().predict(fixtures.IRIS_X[:2]).tolist()
+    assert np.asarray(result.outputs["predict_proba"]).shape == (2, 3)
+    again.close()
