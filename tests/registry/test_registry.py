@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import pytest
 from sqlalchemy import inspect, text
 
 from modelport.errors import Conflict, NotFound
 from modelport.registry import Registry, VersionState
-from modelport.registry.db import migrate
+from modelport.registry.db import make_engine, migrate
 from modelport.registry.records import FileEntry
 
 FILE = FileEntry("model.skops", "a" * 64, 10)
@@ -33,11 +34,13 @@ def test_migrations_create_every_table_and_are_idempotent(registry: Registry) ->
         assert conn.execute(text("select version_num from alembic_version")).scalar() == "0001"
 
 
-def test_sqlite_runs_in_wal_mode(registry: Registry) -> None:
-    if registry.engine.dialect.name != "sqlite":
-        pytest.skip("SQLite only")
-    with registry.engine.connect() as conn:
+def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'r.db'}")
+    migrate(engine)
+    with engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    engine.dispose()
 
 
 def test_models_create_list_delete(registry: Registry) -> None:
