@@ -68,6 +68,16 @@ class InferenceFailed(ModelportError):
     code = "inference_failed"
 
 
+class Overloaded(ModelportError):
+    """Too much work queued: the caller should retry after a short while."""
+
+    code = "overloaded"
+
+
+class RequestTimeout(ModelportError):
+    code = "timeout"
+
+
 class Unauthenticated(ModelportError):
     code = "unauthenticated"
 

@@ -191,7 +191,7 @@ class ModelRepository:
         except ModelportError as exc:
             return self._fail(record, exc.message)
         try:
-            _smoke_test(loaded)
+            smoke_test(loaded)
         except ModelportError as exc:
             return self._fail(record, f"a test batch failed: {exc.message}")
         except Exception as exc:  # a framework's own error type: record it, never crash the push
@@ -290,7 +290,7 @@ class ModelRepository:
         return {"orphans": len(orphans), "rechecked": len(pending)}
 
 
-def _smoke_test(loaded: LoadedVersion) -> None:
+def smoke_test(loaded: LoadedVersion) -> None:
     """One all-zeros row through the model, so that a version that cannot predict never becomes ready."""
     from modelport.serving.datatypes import numpy_dtype
 

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from fastapi import FastAPI
 
 from modelport.api.app import create_app
-from modelport.registry import Registry
+from modelport.registry import Registry, VersionRecord
 from modelport.registry.db import make_engine, migrate
 from modelport.repository import Limits, ModelRepository
 from modelport.runtimes.catalog import RuntimeCatalog
 from modelport.security.keys import KeyService
+from modelport.serving.batcher import BatchPolicy
+from modelport.serving.cache import ModelCache
 from modelport.serving.dataplane import DataPlane
-from modelport.settings import Settings
+from modelport.settings import Settings, load_settings
 from modelport.storage.local import LocalArtifactStore
 
 log = logging.getLogger("modelport")
@@ -27,22 +32,42 @@ class Services:
     repository: ModelRepository
     dataplane: DataPlane
     keys: KeyService
+    executor: ThreadPoolExecutor
     generated_admin_key: str | None
 
     def close(self) -> None:
         self.dataplane.close()
+        self.executor.shutdown(wait=False, cancel_futures=True)
         self.registry.engine.dispose()
 
 
-def build_services(settings: Settings) -> Services:
+def batch_policy(settings: Settings) -> BatchPolicy:
+    return BatchPolicy(settings.max_batch_size, settings.max_batch_delay_ms / 1000, settings.max_queue)
+
+
+def policy_for(defaults: BatchPolicy) -> Callable[[VersionRecord], BatchPolicy]:
+    def policy(record: VersionRecord) -> BatchPolicy:
+        batching = record.config.get("batching", {})
+        return BatchPolicy(
+            int(batching.get("max_batch_size", defaults.max_batch_size)),
+            float(batching.get("max_delay_ms", defaults.max_delay * 1000)) / 1000,
+            int(batching.get("max_queue", defaults.max_queue)),
+        )
+
+    return policy
+
+
+def build_services(settings: Settings, *, primary: bool = True) -> Services:
+    """``primary``: this process owns start-up chores (migrations, crash recovery, the admin key).
+    Worker processes of ``serve --workers N`` are not primary: another worker may be mid-push."""
     settings.check()
     data_dir = settings.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.resolved_database_url)
-    migrate(engine)
+    if primary:
+        migrate(engine)
     registry = Registry(engine)
     store = LocalArtifactStore(data_dir / "artifacts")
-    store.sweep_temp()
     repository = ModelRepository(
         registry,
         store,
@@ -50,13 +75,30 @@ def build_services(settings: Settings) -> Services:
         data_dir / "tmp",
         Limits(settings.max_upload_bytes, settings.archive_max_entries, settings.archive_max_bytes),
     )
-    recovered = repository.recover()
-    if any(recovered.values()):
-        log.warning("recovered after an unclean stop: %s", recovered)
     keys = KeyService(registry)
-    generated = keys.bootstrap_admin(data_dir, settings.admin_key) if settings.auth else None
-    return Services(settings, registry, repository, DataPlane(registry, repository), keys, generated)
+    generated = None
+    if primary:
+        store.sweep_temp()
+        recovered = repository.recover()
+        if any(recovered.values()):
+            log.warning("recovered after an unclean stop: %s", recovered)
+        generated = keys.bootstrap_admin(data_dir, settings.admin_key) if settings.auth else None
+    executor = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="modelport-infer")
+    cache = ModelCache(
+        repository, executor, int(settings.model_memory_budget), policy_for(batch_policy(settings))
+    )
+    dataplane = DataPlane(registry, cache, settings.request_timeout)
+    return Services(settings, registry, repository, dataplane, keys, executor, generated)
 
 
 def build_app(services: Services) -> FastAPI:
-    return create_app(services.settings, services.repository, services.dataplane, services.keys)
+    return create_app(
+        services.settings, services.repository, services.dataplane, services.keys, services.close
+    )
+
+
+def worker_app() -> FastAPI:
+    """App factory for each process of ``modelport serve --workers N`` (settings come from the env)."""
+    settings = load_settings()
+    os.environ.setdefault("MODELPORT_WORKER", "1")
+    return build_app(build_services(settings, primary=False))

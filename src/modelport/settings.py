@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import ByteSize, Field
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -30,6 +31,16 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(64 * 1024**2, gt=0)
     archive_max_entries: int = Field(10_000, gt=0)
     archive_max_bytes: int = Field(8 * 1024**3, gt=0)
+    # serving engine
+    model_memory_budget: ByteSize = Field(ByteSize(4 * 1024**3), gt=0)
+    request_timeout: float = Field(30.0, gt=0)
+    max_batch_size: int = Field(64, ge=1, le=1_000_000)
+    max_batch_delay_ms: float = Field(2.0, ge=0, le=10_000)
+    max_queue: int = Field(1024, ge=1)
+    inference_threads: int = Field(default_factory=lambda: max(os.cpu_count() or 1, 1), ge=1)
+    reconcile_interval: float = Field(1.0, gt=0)
+    workers: int = Field(1, ge=1, le=256)
+    access_log: bool = False
 
     @classmethod
     def settings_customise_sources(
@@ -47,6 +58,17 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'registry.db').resolve()}"
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as ``MODELPORT_*`` variables, for worker processes started by ``--workers``."""
+        env = {}
+        for name, value in self.model_dump().items():
+            if value is None:
+                continue
+            if name == "data_dir":
+                value = Path(value).resolve()
+            env[f"MODELPORT_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+        return env
 
     def check(self) -> None:
         """Refuse configurations that would expose the server."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from pathlib import Path
 
@@ -92,7 +93,9 @@ def test_recover_rechecks_versions_left_pending(tmp_path: Path, artifacts: dict[
     again = make_services(tmp_path / "d")
     record = again.registry.get_version("iris", 1)
     assert record.state is VersionState.READY and record.signature
-    result = again.dataplane.predict("iris", "1", {"input-0": fixtures.IRIS_X[:2]}, {"input-0": "FP64"})
+    result = asyncio.run(
+        again.dataplane.predict("iris", "1", {"input-0": fixtures.IRIS_X[:2]}, {"input-0": "FP64"})
+    )
     assert result.outputs["predict"].tolist() == fixtures.iris_forest().predict(fixtures.IRIS_X[:2]).tolist()
     assert np.asarray(result.outputs["predict_proba"]).shape == (2, 3)
     again.close()

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import swagger_ui_bundle
@@ -19,11 +23,31 @@ from modelport.security.keys import KeyService
 from modelport.serving.dataplane import DataPlane
 from modelport.settings import Settings
 
+log = logging.getLogger("modelport.api")
+
 
 def create_app(
-    settings: Settings, repository: ModelRepository, dataplane: DataPlane, keys: KeyService
+    settings: Settings,
+    repository: ModelRepository,
+    dataplane: DataPlane,
+    keys: KeyService,
+    on_shutdown: Callable[[], None] | None = None,
 ) -> FastAPI:
+    auth = Authenticator(keys, settings.auth)
+    dataplane.on_change.append(auth.forget)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        reconciler = asyncio.create_task(_reconcile_forever(dataplane, settings.reconcile_interval))
+        try:
+            yield
+        finally:
+            reconciler.cancel()
+            if on_shutdown is not None:
+                await asyncio.to_thread(on_shutdown)
+
     app = FastAPI(
+        lifespan=lifespan,
         title="modelport",
         version=__version__,
         description="Model-as-a-service: Open Inference Protocol v2 and a management API.",
@@ -31,7 +55,6 @@ def create_app(
         redoc_url=None,
     )
     install_error_handlers(app)
-    auth = Authenticator(keys, settings.auth)
     v2.install(app, dataplane, auth, settings.max_request_bytes)
     management.install(app, repository, dataplane, keys, auth, settings.max_upload_bytes)
 
@@ -50,3 +73,13 @@ def create_app(
         )
 
     return app
+
+
+async def _reconcile_forever(dataplane: DataPlane, interval: float) -> None:
+    """Follow registry changes made by other processes (alias moves, revocations, deletions)."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await asyncio.to_thread(dataplane.reconcile)
+        except Exception:  # a registry hiccup must not end the loop
+            log.exception("reconcile failed")

@@ -1,29 +1,66 @@
-"""Who is calling: the bearer key, checked against the registry, and the scope a route needs."""
+"""Who is calling: the bearer key, checked against the registry, and the scope a route needs.
+
+Verified keys are cached per process; the cache is dropped whenever the registry changes (a revocation
+is a change), locally at once and in other worker processes at their next reconcile.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 from fastapi import Request
 
 from modelport.security.keys import ANONYMOUS_ADMIN, KeyService, Principal, Scope
 
+MAX_CACHED_KEYS = 10_000
+
 
 class Authenticator:
     def __init__(self, keys: KeyService, enabled: bool) -> None:
         self.keys = keys
         self.enabled = enabled
+        self._cache: dict[str, Principal] = {}
 
-    def principal(self, request: Request, *scopes: Scope) -> Principal:
-        """Authenticate the request and require one of ``scopes`` (sync: call it off the event loop)."""
-        if not self.enabled:
-            return ANONYMOUS_ADMIN
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        who = self.keys.authenticate(token.strip() if scheme.lower() == "bearer" else None)
+    def forget(self) -> None:
+        self._cache.clear()
+
+    @staticmethod
+    def _token(request: Request) -> str | None:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        return token.strip() if scheme.lower() == "bearer" else None
+
+    def _lookup(self, token: str | None) -> Principal:
+        who = self.keys.authenticate(token)
+        if token is not None:
+            if len(self._cache) >= MAX_CACHED_KEYS:
+                self._cache.clear()
+            self._cache[token] = who
+        return who
+
+    @staticmethod
+    def _check(who: Principal, scopes: tuple[Scope, ...]) -> Principal:
         if scopes and not any(s.value in who.scopes for s in scopes):
             who.require(scopes[0])
         return who
+
+    def principal(self, request: Request, *scopes: Scope) -> Principal:
+        """Authenticate and require one of ``scopes`` (blocking on a cache miss: call off the loop)."""
+        if not self.enabled:
+            return ANONYMOUS_ADMIN
+        token = self._token(request)
+        who = self._cache.get(token) if token else None
+        return self._check(who or self._lookup(token), scopes)
+
+    async def principal_async(self, request: Request, *scopes: Scope) -> Principal:
+        """The hot-path variant: a cache hit never leaves the event loop."""
+        if not self.enabled:
+            return ANONYMOUS_ADMIN
+        token = self._token(request)
+        who = self._cache.get(token) if token else None
+        if who is None:
+            who = await asyncio.to_thread(self._lookup, token)
+        return self._check(who, scopes)
 
     def dependency(self, *scopes: Scope) -> Callable[[Request], Principal]:
         def _dep(request: Request) -> Principal:

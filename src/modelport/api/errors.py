@@ -26,6 +26,8 @@ STATUS = {
     "unauthenticated": 401,
     "forbidden": 403,
     "not_ready": 503,
+    "overloaded": 503,
+    "timeout": 504,
     "load_error": 503,
     "integrity_error": 503,
     "inference_failed": 500,
@@ -56,6 +58,8 @@ def error_response(
             detail["field"] = field
         body = {"error": detail}
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if code == "overloaded":
+        headers = {"Retry-After": "1"}
     return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
 
 

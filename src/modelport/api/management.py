@@ -15,7 +15,15 @@ from starlette.responses import Response
 from modelport.api.auth import Authenticator
 from modelport.errors import PayloadTooLarge
 from modelport.names import check_name
-from modelport.registry import AliasRecord, AuditRecord, HistoryRecord, KeyRecord, ModelRecord, VersionRecord
+from modelport.registry import (
+    AliasRecord,
+    AuditRecord,
+    HistoryRecord,
+    KeyRecord,
+    ModelRecord,
+    VersionRecord,
+    VersionState,
+)
 from modelport.repository import ModelRepository
 from modelport.security.keys import KeyService, Principal, Scope
 from modelport.serving.dataplane import DataPlane
@@ -202,12 +210,21 @@ def build_router(
 
     @router.put("/models/{model}/aliases/{alias}", tags=["aliases"])
     def set_alias(who: Deployer, model: Model, alias: str, body: SetAlias) -> dict[str, Any]:
-        return alias_json(repository.promote(model, alias, body.version, by=who.name))
+        check_name(alias, field="alias")
+        target = registry.get_version(model, body.version)
+        if target.state is VersionState.READY:
+            dataplane.served(target)  # load and warm the new target before the alias moves to it
+        record = repository.promote(model, alias, body.version, by=who.name)
+        dataplane.reconcile()
+        return alias_json(record)
 
     @router.post("/models/{model}/aliases/{alias}/rollback", tags=["aliases"])
     def rollback_alias(who: Deployer, model: Model, alias: str) -> dict[str, Any]:
         check_name(alias, field="alias")
-        return alias_json(repository.rollback(model, alias, by=who.name))
+        dataplane.served(registry.get_version(model, registry.rollback_target(model, alias)))
+        record = repository.rollback(model, alias, by=who.name)
+        dataplane.reconcile()
+        return alias_json(record)
 
     @router.get("/models/{model}/aliases/{alias}/history", tags=["aliases"])
     def alias_history(_: Reader, model: Model, alias: str) -> list[dict[str, Any]]:
@@ -218,6 +235,7 @@ def build_router(
     @router.post("/keys", tags=["keys"], status_code=201)
     def create_key(who: Admin, body: CreateKey) -> dict[str, Any]:
         record, secret = keys.create(body.name, body.scopes, by=who.name)
+        auth.forget()
         return {**key_json(record), "key": secret}
 
     @router.get("/keys", tags=["keys"])
@@ -227,7 +245,9 @@ def build_router(
     @router.delete("/keys/{name}", tags=["keys"])
     def revoke_key(who: Admin, name: str) -> dict[str, Any]:
         check_name(name)
-        return key_json(keys.revoke(name, by=who.name))
+        record = keys.revoke(name, by=who.name)
+        auth.forget()  # effective on this process's next request; other workers at their next reconcile
+        return key_json(record)
 
     @router.get("/audit", tags=["audit"])
     def list_audit(

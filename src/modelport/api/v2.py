@@ -54,6 +54,14 @@ def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
     return out
 
 
+def _timeout_seconds(parameters: dict[str, Any]) -> float | None:
+    """Triton clients send ``timeout`` in microseconds."""
+    value = parameters.get("timeout")
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        return float(value) / 1e6
+    return None
+
+
 def build_router(dataplane: DataPlane, auth: Authenticator, max_body: int) -> APIRouter:
     router = APIRouter(prefix="/v2", tags=["Open Inference Protocol v2"])
     reader = (Scope.INFER, Scope.READ)
@@ -89,7 +97,10 @@ def build_router(dataplane: DataPlane, auth: Authenticator, max_body: int) -> AP
                 "platform": record.framework,
                 "inputs": signature.get("inputs", []),
                 "outputs": signature.get("outputs", []),
-                "parameters": {"model_version": str(record.version)},
+                "parameters": {
+                    "model_version": str(record.version),
+                    **dataplane.cache.policy_for(record).as_dict(),
+                },
             }
         )
 
@@ -122,26 +133,21 @@ def build_router(dataplane: DataPlane, auth: Authenticator, max_body: int) -> AP
         if header is not None and not header.isdigit():
             raise InvalidInput("Inference-Header-Content-Length must be a number")
         decoded = decode_request(body, int(header) if header is not None else None)
-
-        def run() -> Response:
-            auth.principal(request, Scope.INFER)
-            wanted = [o.name for o in decoded.outputs] if decoded.outputs else None
-            result = dataplane.predict(model, version, decoded.inputs, decoded.datatypes, wanted)
-            payload, json_size = encode_response(
-                model_name=model,
-                model_version=result.version.version,
-                request=decoded,
-                outputs=result.outputs,
-            )
-            if json_size is None:
-                return Response(payload, media_type="application/json")
-            return Response(
-                payload,
-                media_type="application/octet-stream",
-                headers={"Inference-Header-Content-Length": str(json_size)},
-            )
-
-        return await run_in_threadpool(run)
+        await auth.principal_async(request, Scope.INFER)
+        wanted = [o.name for o in decoded.outputs] if decoded.outputs else None
+        result = await dataplane.predict(
+            model, version, decoded.inputs, decoded.datatypes, wanted, _timeout_seconds(decoded.parameters)
+        )
+        payload, json_size = encode_response(
+            model_name=model, model_version=result.version.version, request=decoded, outputs=result.outputs
+        )
+        if json_size is None:
+            return Response(payload, media_type="application/json")
+        return Response(
+            payload,
+            media_type="application/octet-stream",
+            headers={"Inference-Header-Content-Length": str(json_size)},
+        )
 
     @router.post("/models/{model}/infer")
     async def model_infer(request: Request, model: str) -> Response:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -86,7 +87,14 @@ def serve(
     auth: Annotated[
         bool | None, typer.Option("--auth/--no-auth", help="require API keys [MODELPORT_AUTH]")
     ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="server processes over one data dir [MODELPORT_WORKERS]")
+    ] = None,
     demo: Annotated[bool, typer.Option(help="train, push and promote demo models at start")] = False,
+    access_log: Annotated[
+        bool | None,
+        typer.Option("--access-log/--no-access-log", help="log every request [MODELPORT_ACCESS_LOG]"),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
 ) -> None:
     """Run the server."""
@@ -98,7 +106,14 @@ def serve(
 
     try:
         settings = load_settings(
-            host=host, port=port, data_dir=data_dir, database_url=database_url, admin_key=admin_key, auth=auth
+            host=host,
+            port=port,
+            data_dir=data_dir,
+            database_url=database_url,
+            admin_key=admin_key,
+            auth=auth,
+            workers=workers,
+            access_log=access_log,
         )
         services = build_services(settings)
     except ModelportError as exc:
@@ -115,10 +130,25 @@ def serve(
         models = install_demo(services.repository)
         key = settings.admin_key or _read_key(settings.data_dir / "admin.key") if settings.auth else None
         sys.stderr.write("demo models are served; try:\n" + curl_examples(base, key, models) + "\n")
-    try:
-        uvicorn.run(build_app(services), host=settings.host, port=settings.port, log_level=log_level)
-    finally:
-        services.close()
+    server_options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": log_level,
+        "access_log": settings.access_log,
+        "loop": "auto",
+        "http": "auto",
+        "timeout_graceful_shutdown": 10,
+    }
+    if settings.workers == 1:
+        try:
+            uvicorn.run(build_app(services), **server_options)
+        finally:
+            services.close()
+        return
+    # Start-up chores ran once above; each worker process builds its own services from the environment.
+    services.close()
+    os.environ.update(settings.to_env())
+    uvicorn.run("modelport.server:worker_app", factory=True, workers=settings.workers, **server_options)
 
 
 def _read_key(path: Path) -> str | None:

@@ -45,6 +45,7 @@ class VersionRecord:
     error: str | None
     created_at: datetime
     created_by: str
+    config: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -109,6 +109,7 @@ class Registry:
         state: VersionState = VersionState.PENDING,
         signature: dict[str, Any] | None = None,
         error: str | None = None,
+        config: dict[str, Any] | None = None,
     ) -> VersionRecord:
         """Commit a version row, numbered one past the newest; concurrent pushes get distinct numbers."""
         for _attempt in range(20):
@@ -126,6 +127,7 @@ class Registry:
                         signature=signature,
                         manifest=[f.as_dict() for f in manifest],
                         error=error,
+                        config=config or None,
                         created_at=utcnow(),
                         created_by=by,
                     )
@@ -152,6 +154,13 @@ class Registry:
             row.framework = framework or row.framework
             row.signature = signature if signature is not None else row.signature
             row.error = error
+            s.flush()
+            return _version(model, row)
+
+    def set_version_config(self, model: str, version: int, config: dict[str, Any]) -> VersionRecord:
+        with self._tx() as s:
+            row = self._version_row(s, model, version)
+            row.config = config or None
             s.flush()
             return _version(model, row)
 
@@ -217,44 +226,22 @@ class Registry:
             )
             return _alias(model, row)
 
+    def rollback_target(self, model: str, alias: str) -> int:
+        """The version a rollback of ``alias`` would point at, without moving it."""
+        with self._tx() as s:
+            return self._rollback_plan(s, model, alias)[0].version
+
     def rollback_alias(self, model: str, alias: str, *, by: str) -> AliasRecord:
         """Pop the alias's newest promotion and point it at the one before (skipping deleted versions)."""
         with self._tx() as s:
-            m = self._model_row(s, model)
-            current = s.scalar(select(AliasRow).where(AliasRow.model_id == m.id, AliasRow.name == alias))
-            if current is None:
-                raise NotFound(f"alias {alias!r} of {model!r} not found")
-            stack = list(
-                s.scalars(
-                    select(AliasHistoryRow)
-                    .where(
-                        AliasHistoryRow.model_id == m.id,
-                        AliasHistoryRow.alias == alias,
-                        AliasHistoryRow.action == "promote",
-                        AliasHistoryRow.undone.is_(False),
-                    )
-                    .order_by(AliasHistoryRow.id.desc())
-                )
-            )
-            live = {
-                n: st
-                for n, st in s.execute(
-                    select(VersionRow.number, VersionRow.state).where(VersionRow.model_id == m.id)
-                ).all()
-            }
-            target = None
-            for entry in stack:  # newest first; drop the current target and anything no longer ready
-                if entry.version != current.version and live.get(entry.version) == VersionState.READY:
-                    target = entry
-                    break
+            target, popped = self._rollback_plan(s, model, alias)
+            for entry in popped:
                 entry.undone = True
-            if target is None:  # raising rolls the transaction back, so nothing was popped
-                raise Conflict(f"alias {alias!r} of {model!r} has no earlier version to roll back to")
             now = utcnow()
-            row = self._point(s, m.id, alias, target.version, now, by)
+            row = self._point(s, target.model_id, alias, target.version, now, by)
             s.add(
                 AliasHistoryRow(
-                    model_id=m.id,
+                    model_id=target.model_id,
                     alias=alias,
                     version=target.version,
                     action="rollback",
@@ -264,6 +251,37 @@ class Registry:
                 )
             )
             return _alias(model, row)
+
+    def _rollback_plan(
+        self, s: Session, model: str, alias: str
+    ) -> tuple[AliasHistoryRow, list[AliasHistoryRow]]:
+        m = self._model_row(s, model)
+        current = s.scalar(select(AliasRow).where(AliasRow.model_id == m.id, AliasRow.name == alias))
+        if current is None:
+            raise NotFound(f"alias {alias!r} of {model!r} not found")
+        stack = s.scalars(
+            select(AliasHistoryRow)
+            .where(
+                AliasHistoryRow.model_id == m.id,
+                AliasHistoryRow.alias == alias,
+                AliasHistoryRow.action == "promote",
+                AliasHistoryRow.undone.is_(False),
+            )
+            .order_by(AliasHistoryRow.id.desc())
+        )
+        ready = set(
+            s.scalars(
+                select(VersionRow.number).where(
+                    VersionRow.model_id == m.id, VersionRow.state == VersionState.READY.value
+                )
+            )
+        )
+        popped: list[AliasHistoryRow] = []
+        for entry in stack:  # newest first; drop the current target and anything no longer ready
+            if entry.version != current.version and entry.version in ready:
+                return entry, popped
+            popped.append(entry)
+        raise Conflict(f"alias {alias!r} of {model!r} has no earlier version to roll back to")
 
     def list_aliases(self, model: str) -> list[AliasRecord]:
         with self._tx() as s:
@@ -356,6 +374,11 @@ class Registry:
                 )
             )
 
+    def generation(self) -> int:
+        """Moves on every change, since every change is audited: replicas poll it to refresh caches."""
+        with self._tx() as s:
+            return int(s.scalar(select(func.max(AuditRow.id))) or 0)
+
     def list_audit(
         self,
         *,
@@ -424,6 +447,7 @@ def _version(model: str, row: VersionRow) -> VersionRecord:
         error=row.error,
         created_at=_utc(row.created_at),
         created_by=row.created_by,
+        config=dict(row.config or {}),
     )
 
 

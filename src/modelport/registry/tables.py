@@ -45,6 +45,7 @@ class VersionRow(Base):
     signature: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     manifest: Mapped[list[dict[str, Any]]] = mapped_column(JSON, nullable=False)
     error: Mapped[str | None] = mapped_column(Text)
+    config: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # serving settings; not part of the artifact
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     created_by: Mapped[str] = mapped_column(String(128), nullable=False)
 

@@ -1,9 +1,18 @@
-"""Resolve ``model[:version|@alias]`` to a ready version, load it on demand, validate and run a batch."""
+"""The data plane: resolve ``model[/versions/{number|alias}]``, keep versions loaded, batch inference.
+
+Resolution and keys are cached per process and refreshed by ``reconcile``, which runs every second and
+watches the registry's generation (every change is audited, so the newest audit id moves on each one).
+When a resolution changes, the new target is loaded and warmed before the cached pointer switches, and
+requests already holding the old version finish on it: promotions and rollbacks drop no request, also in
+the other worker processes.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,10 +20,13 @@ import numpy as np
 from modelport.errors import InferenceFailed, InvalidInput, ModelportError, NotFound, NotReady
 from modelport.names import NAME_PATTERN
 from modelport.registry import Registry, VersionRecord, VersionState
-from modelport.repository import LoadedVersion, ModelRepository
 from modelport.runtimes.base import Signature, Tensors
+from modelport.serving.cache import ModelCache, ServedVersion
+from modelport.serving.datatypes import numpy_dtype
 
 DEFAULT_ALIAS = "production"
+log = logging.getLogger("modelport.dataplane")
+Ref = tuple[str, str | None]
 
 
 @dataclass
@@ -24,20 +36,22 @@ class Prediction:
 
 
 class DataPlane:
-    def __init__(self, registry: Registry, repository: ModelRepository) -> None:
+    def __init__(self, registry: Registry, cache: ModelCache, request_timeout: float = 30.0) -> None:
         self.registry = registry
-        self.repository = repository
-        self._loaded: dict[tuple[str, int], LoadedVersion] = {}
-        self._locks: dict[tuple[str, int], threading.Lock] = {}
-        self._guard = threading.Lock()
+        self.cache = cache
+        self.request_timeout = request_timeout
+        self._resolved: dict[Ref, VersionRecord] = {}
         self._unloaded: set[str] = set()  # models taken out of service via the repository extension
+        self._generation = registry.generation()
+        self._reconcile_lock = threading.Lock()
+        self.on_change: list[Callable[[], None]] = []
 
-    # ---- resolution ---------------------------------------------------------------------------
+    # ---- resolution (blocking: registry reads) -------------------------------------------------
     def resolve(self, model: str, ref: str | None = None) -> VersionRecord:
         """``ref``: a version number, an alias name, or None for ``production`` else the newest ready."""
         if not NAME_PATTERN.fullmatch(model):
             raise NotFound(f"model {model!r} not found")
-        if ref is None or ref == "":
+        if not ref:
             alias = self.registry.find_alias(model, DEFAULT_ALIAS)
             if alias is not None:
                 return self.registry.get_version(model, alias.version)
@@ -65,85 +79,111 @@ class DataPlane:
             raise NotReady(f"model {model!r} is unloaded")
         return record
 
-    # ---- cache --------------------------------------------------------------------------------
-    def get_loaded(self, record: VersionRecord) -> LoadedVersion:
-        key = (record.model, record.version)
-        loaded = self._loaded.get(key)
-        if loaded is not None:
-            return loaded
-        with self._guard:
-            lock = self._locks.setdefault(key, threading.Lock())
-        with lock:  # one load per version even when many first requests arrive together
-            loaded = self._loaded.get(key)
-            if loaded is None:
-                loaded = self.repository.load(record)
-                self._loaded[key] = loaded
-        return loaded
-
-    def load_model(self, model: str) -> VersionRecord:
-        self._unloaded.discard(model)
-        record = self.ready_version(model)
-        self.get_loaded(record)
+    def _resolve_and_remember(self, model: str, ref: str | None) -> VersionRecord:
+        record = self.ready_version(model, ref)
+        self._resolved[(model, ref or None)] = record
         return record
 
-    def unload_model(self, model: str) -> None:
-        self.registry.get_model(model)
-        self._unloaded.add(model)
-        self.evict(model)
-
-    def evict(self, model: str, version: int | None = None) -> None:
-        for key in [k for k in self._loaded if k[0] == model and (version is None or k[1] == version)]:
-            loaded = self._loaded.pop(key, None)
-            if loaded is not None:
-                loaded.close()
-
-    def is_loaded(self, model: str, version: int) -> bool:
-        return (model, version) in self._loaded
-
-    def is_unloaded(self, model: str) -> bool:
-        return model in self._unloaded
-
-    def close(self) -> None:
-        for model in {k[0] for k in self._loaded}:
-            self.evict(model)
-
     # ---- inference ----------------------------------------------------------------------------
-    def predict(
+    async def predict(
         self,
         model: str,
         ref: str | None,
         inputs: Tensors,
         datatypes: dict[str, str],
         outputs: Sequence[str] | None = None,
+        timeout: float | None = None,
     ) -> Prediction:
-        record = self.ready_version(model, ref)
-        loaded = self.get_loaded(record)
-        prepared = conform_inputs(loaded.signature, inputs, datatypes)
+        record = self._resolved.get((model, ref or None))
+        if record is None:
+            record = await asyncio.to_thread(self._resolve_and_remember, model, ref)
+        served = self.cache.peek((record.model, record.version))
+        if served is None:
+            served = await asyncio.to_thread(self.cache.get, record)
+        prepared = conform_inputs(served.loaded.signature, inputs, datatypes)
         if outputs is not None:
-            known = set(loaded.signature.output_names())
+            known = set(served.loaded.signature.output_names())
             unknown = [n for n in outputs if n not in known]
             if unknown:
                 raise InvalidInput(
                     f"unknown output(s) {unknown}; model outputs {sorted(known)}", field="outputs"
                 )
+        limit = min(timeout, self.request_timeout) if timeout else self.request_timeout
         try:
-            return Prediction(record, loaded.runtime.predict(prepared, outputs))
+            result = await served.batcher.submit(prepared, outputs, limit)
         except ModelportError:
             raise
         except ValueError as exc:  # frameworks report bad input values this way
             raise InvalidInput(f"the model rejected the input: {str(exc).splitlines()[0][:300]}") from None
         except Exception as exc:
             raise InferenceFailed(f"{record.framework} failed to predict: {type(exc).__name__}") from None
+        return Prediction(record, result)
+
+    def served(self, record: VersionRecord) -> ServedVersion:
+        """Load (if needed) and return a version: a promotion calls this before moving the alias."""
+        return self.cache.get(record)
+
+    # ---- repository extension -----------------------------------------------------------------
+    def load_model(self, model: str) -> VersionRecord:
+        self._unloaded.discard(model)
+        record = self.ready_version(model)
+        self.cache.get(record)
+        self.invalidate(model)
+        return record
+
+    def unload_model(self, model: str) -> None:
+        self.registry.get_model(model)
+        self._unloaded.add(model)
+        self.invalidate(model)
+        self.cache.evict(model)
+
+    def is_unloaded(self, model: str) -> bool:
+        return model in self._unloaded
+
+    # ---- keeping up with the registry ---------------------------------------------------------
+    def invalidate(self, model: str | None = None) -> None:
+        for key in [k for k in self._resolved if model is None or k[0] == model]:
+            self._resolved.pop(key, None)
+
+    def evict(self, model: str, version: int | None = None) -> None:
+        self.invalidate(model)
+        self.cache.evict(model, version)
+
+    def reconcile(self) -> bool:
+        """Re-resolve cached names when the registry changed; load new targets before switching."""
+        with self._reconcile_lock:
+            generation = self.registry.generation()
+            if generation == self._generation:
+                return False
+            self._generation = generation
+            for callback in self.on_change:
+                callback()
+            for (model, ref), old in list(self._resolved.items()):
+                try:
+                    new = self.ready_version(model, ref)
+                except ModelportError:
+                    self._resolved.pop((model, ref), None)
+                    continue
+                if new.version != old.version:
+                    try:
+                        self.cache.get(new)  # load and warm first ...
+                    except ModelportError as exc:
+                        log.warning("could not load %s v%d: %s", model, new.version, exc.message)
+                        self._resolved.pop((model, ref), None)
+                        continue
+                    self._resolved[(model, ref)] = new  # ... then switch
+            return True
+
+    def close(self) -> None:
+        self.cache.close()
 
 
 def conform_inputs(signature: Signature, inputs: Tensors, datatypes: dict[str, str]) -> Tensors:
     """Check names, ranks and fixed dimensions; cast numeric inputs to the signature's datatype."""
-    from modelport.serving.datatypes import numpy_dtype
-
     expected = {spec.name: spec for spec in signature.inputs}
-    unknown = [n for n in inputs if n not in expected]
-    missing = [n for n in expected if n not in inputs]
-    if unknown or missing:
+    if inputs.keys() != expected.keys():
+        unknown = [n for n in inputs if n not in expected]
+        missing = [n for n in expected if n not in inputs]
         raise InvalidInput(
             f"inputs must be {sorted(expected)}; unknown {unknown}, missing {missing}", field="inputs"
         )
@@ -154,9 +194,8 @@ def conform_inputs(signature: Signature, inputs: Tensors, datatypes: dict[str, s
             array.ndim != len(spec.shape)
             or any(want not in (-1, got) for want, got in zip(spec.shape, array.shape, strict=True))
         ):
-            shown = [d if d >= 0 else -1 for d in spec.shape]
             raise InvalidInput(
-                f"input {name!r} must have shape {shown}, got {list(array.shape)}", field="inputs"
+                f"input {name!r} must have shape {list(spec.shape)}, got {list(array.shape)}", field="inputs"
             )
         given = datatypes.get(name, spec.datatype)
         if (given == "BYTES") != (spec.datatype == "BYTES"):

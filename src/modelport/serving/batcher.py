@@ -1,0 +1,203 @@
+"""Adaptive batching: concurrent requests for one version are merged into one ``predict`` call.
+
+Requests queue per version (bounded). One batch runs at a time per version, in the executor, never on the
+event loop; while it runs, new requests accumulate, so batches grow with load and stay at one request when
+idle. A batch takes compatible requests (same trailing shapes, dtypes and requested outputs) from the
+queue, up to ``max_batch_size`` rows, waiting at most ``max_delay`` for more. Outputs are split back by
+row counts. When a merged batch fails, its requests are retried one by one, so one request's error never
+reaches another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from modelport.errors import InvalidInput, Overloaded, RequestTimeout
+from modelport.runtimes.base import Tensors
+
+Predict = Callable[[Tensors, Sequence[str] | None], Tensors]
+
+
+@dataclass(frozen=True)
+class BatchPolicy:
+    max_batch_size: int = 64  # rows
+    max_delay: float = 0.002  # seconds to wait for more rows once the first request is queued
+    max_queue: int = 1024  # requests waiting per version; beyond it, 503 + Retry-After
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {
+            "max_batch_size": self.max_batch_size,
+            "max_delay_ms": self.max_delay * 1000,
+            "max_queue": self.max_queue,
+        }
+
+
+@dataclass
+class _Pending:
+    inputs: Tensors
+    outputs: tuple[str, ...] | None
+    rows: int
+    key: tuple[object, ...]
+    future: asyncio.Future[Tensors]
+    enqueued: float = field(default_factory=time.monotonic)
+
+
+def batch_key(inputs: Tensors, outputs: tuple[str, ...] | None) -> tuple[object, ...]:
+    return (tuple((n, a.dtype.str, a.shape[1:]) for n, a in sorted(inputs.items())), outputs)
+
+
+def rows_of(inputs: Tensors) -> int:
+    counts = {a.shape[0] if a.ndim else -1 for a in inputs.values()}
+    if len(counts) != 1 or -1 in counts:
+        raise InvalidInput("every input must have the same batch (first) dimension", field="inputs")
+    return counts.pop()
+
+
+class Batcher:
+    def __init__(self, predict: Predict, executor: Executor, policy: BatchPolicy) -> None:
+        self._predict = predict
+        self._executor = executor
+        self.policy = policy
+        self._queue: deque[_Pending] = deque()
+        self._wakeup: asyncio.Event | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.inflight = 0
+        self.batches = 0
+        self.batched_rows = 0
+
+    async def submit(
+        self, inputs: Tensors, outputs: Sequence[str] | None = None, timeout: float | None = None
+    ) -> Tensors:
+        if len(self._queue) >= self.policy.max_queue:
+            raise Overloaded("the model's request queue is full; retry shortly")
+        loop = asyncio.get_running_loop()
+        wanted = tuple(outputs) if outputs is not None else None
+        pending = _Pending(inputs, wanted, rows_of(inputs), batch_key(inputs, wanted), loop.create_future())
+        self._queue.append(pending)
+        self._ensure_worker()
+        assert self._wakeup is not None
+        self._wakeup.set()
+        self.inflight += 1
+        try:
+            if timeout is None:
+                return await pending.future
+            return await asyncio.wait_for(pending.future, timeout)
+        except TimeoutError:
+            raise RequestTimeout(f"inference did not finish within {timeout:g} s") from None
+        finally:
+            self.inflight -= 1
+
+    def _ensure_worker(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._worker is None or self._worker.done() or self._loop is not loop:
+            self._loop = loop
+            self._wakeup = asyncio.Event()
+            self._worker = loop.create_task(self._run())
+
+    async def _run(self) -> None:
+        assert self._wakeup is not None
+        while True:
+            if not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            await self._gather()
+            batch = self._take()
+            if batch:
+                await self._execute(batch)
+
+    async def _gather(self) -> None:
+        """Let more requests arrive, up to ``max_delay`` after the oldest one, unless the batch is full."""
+        policy = self.policy
+        deadline = self._queue[0].enqueued + policy.max_delay
+        while sum(p.rows for p in self._queue) < policy.max_batch_size:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            assert self._wakeup is not None
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+            except TimeoutError:
+                return
+
+    def _take(self) -> list[_Pending]:
+        head = None
+        batch: list[_Pending] = []
+        rows = 0
+        keep: deque[_Pending] = deque()
+        while self._queue:
+            p = self._queue.popleft()
+            if p.future.done():  # timed out or cancelled while queued
+                continue
+            if head is None:
+                head = p
+            elif p.key != head.key or rows + p.rows > self.policy.max_batch_size:
+                keep.append(p)
+                continue
+            batch.append(p)
+            rows += p.rows
+        self._queue = keep
+        return batch
+
+    async def _execute(self, batch: list[_Pending]) -> None:
+        loop = asyncio.get_running_loop()
+        outputs = batch[0].outputs
+        self.batches += 1
+        self.batched_rows += sum(p.rows for p in batch)
+        if len(batch) == 1:
+            await self._run_one(batch[0])
+            return
+        try:
+            results = await loop.run_in_executor(self._executor, self._merged, batch, outputs)
+        except Exception:
+            for p in batch:  # isolate the culprit: each request alone
+                await self._run_one(p)
+            return
+        for p, result in zip(batch, results, strict=True):
+            if not p.future.done():
+                p.future.set_result(result)
+
+    async def _run_one(self, p: _Pending) -> None:
+        try:
+            result = await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._predict, p.inputs, p.outputs
+            )
+        except Exception as exc:
+            if not p.future.done():
+                p.future.set_exception(exc)
+            return
+        if not p.future.done():
+            p.future.set_result(result)
+
+    def _merged(self, batch: list[_Pending], outputs: tuple[str, ...] | None) -> list[Tensors]:
+        names = batch[0].inputs.keys()
+        merged = {n: np.concatenate([p.inputs[n] for p in batch]) for n in names}
+        result = self._predict(merged, outputs)
+        total = sum(p.rows for p in batch)
+        if any(a.ndim == 0 or a.shape[0] != total for a in result.values()):
+            raise ValueError("outputs are not per-row; the model cannot be batched")
+        offsets = np.cumsum([0] + [p.rows for p in batch])
+        return [{n: a[offsets[i] : offsets[i + 1]] for n, a in result.items()} for i in range(len(batch))]
+
+    async def drain(self, timeout: float = 30.0) -> None:
+        """Wait until every queued and running request has finished."""
+        deadline = time.monotonic() + timeout
+        while (self._queue or self.inflight) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+
+    def close(self) -> None:
+        if self._worker is not None and self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._worker.cancel)
+        for p in self._queue:
+            if not p.future.done():
+                p.future.set_exception(Overloaded("the model was unloaded"))
+        self._queue.clear()
