@@ -36,7 +36,9 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def make_services(data_dir: Path, **overrides: object) -> Services:
     settings = Settings(data_dir=data_dir, admin_key=ADMIN_KEY, **overrides)  # type: ignore[arg-type]
-    return build_services(settings)
+    services = build_services(settings)
+    services.repository.runtimes.runtimes["fake"] = fixtures.FakeRuntime  # type: ignore[assignment]
+    return services
 
 
 @pytest.fixture

@@ -76,3 +76,55 @@ class Canary:
 def write_pickle(path: Path, canary: Path) -> Path:
     path.write_bytes(pickle.dumps(Canary(canary)))
     return path
+
+
+class FakeRuntime:
+    """A test runtime (MLServer's pattern): ``y = 2 * x`` with a configurable delay and failure.
+
+    Its artifact is ``modelport-fake:`` followed by JSON, e.g. ``{"delay": 0.2, "width": 3}``. Rows with a
+    negative first value make ``predict`` raise, to show that one request's error stays its own. Every call
+    is recorded in ``calls`` (batch sizes).
+    """
+
+    framework = "fake"
+    MAGIC = b"modelport-fake:"
+    calls: list[int] = []  # noqa: RUF012 - shared on purpose: tests read what the server did
+
+    def __init__(self) -> None:
+        self.config: dict[str, float] = {}
+
+    @classmethod
+    def recognise(cls, path: Path) -> bool:
+        with path.open("rb") as f:
+            return f.read(len(cls.MAGIC)) == cls.MAGIC
+
+    def load(self, artifact_dir: Path) -> None:
+        import json
+
+        (path,) = [p for p in artifact_dir.rglob("*") if p.is_file() and self.recognise(p)]
+        self.config = json.loads(path.read_bytes()[len(self.MAGIC) :] or b"{}")
+
+    def signature(self):  # type: ignore[no-untyped-def]
+        from modelport.runtimes.base import Signature, TensorSpec
+
+        width = int(self.config.get("width", 3))
+        return Signature((TensorSpec("x", "FP64", (-1, width)),), (TensorSpec("y", "FP64", (-1, width)),))
+
+    def predict(self, inputs, outputs=None):  # type: ignore[no-untyped-def]
+        import time
+
+        x = inputs["x"]
+        FakeRuntime.calls.append(len(x))
+        time.sleep(float(self.config.get("delay", 0)))
+        if len(x) and (x[:, 0] < 0).any():
+            raise ValueError("negative first value")
+        return {"y": x * 2}
+
+    def unload(self) -> None:
+        self.config = {}
+
+
+def fake_artifact(**config: float) -> bytes:
+    import json
+
+    return FakeRuntime.MAGIC + json.dumps(config).encode()

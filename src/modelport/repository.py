@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -100,9 +101,7 @@ class ModelRepository:
     def begin_upload(self) -> Upload:
         return Upload(self.scratch, self.limits.max_upload_bytes)
 
-    def push_bytes(
-        self, model: str, chunks: Iterable[bytes], *, by: str, **kwargs: str | None
-    ) -> VersionRecord:
+    def push_bytes(self, model: str, chunks: Iterable[bytes], *, by: str, **kwargs: Any) -> VersionRecord:
         upload = self.begin_upload()
         try:
             for chunk in chunks:
@@ -120,6 +119,7 @@ class ModelRepository:
         by: str,
         framework: str | None = None,
         filename: str | None = None,
+        config: dict[str, Any] | None = None,
     ) -> VersionRecord:
         """Store an uploaded artifact as the model's next version, then check that it loads."""
         staging = Path(tempfile.mkdtemp(prefix="stage-", dir=self.scratch))
@@ -131,7 +131,13 @@ class ModelRepository:
             for entry in manifest:
                 self.store.put(staging / entry.path, entry.sha256)
             record = self.registry.add_version(
-                model, sha256=digest, size=upload.size, manifest=manifest, framework=detected, by=by
+                model,
+                sha256=digest,
+                size=upload.size,
+                manifest=manifest,
+                framework=detected,
+                by=by,
+                config=config,
             )
         except ModelportError as exc:
             self.registry.record_audit(

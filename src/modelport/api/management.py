@@ -38,6 +38,22 @@ class SetAlias(BaseModel):
     version: int = Field(ge=1)
 
 
+class BatchingConfig(BaseModel):
+    max_batch_size: int | None = Field(None, ge=1, le=1_000_000)
+    max_delay_ms: float | None = Field(None, ge=0, le=10_000)
+    max_queue: int | None = Field(None, ge=1, le=1_000_000)
+
+
+class VersionConfig(BaseModel):
+    """Serving settings of a version (not part of its immutable artifact)."""
+
+    batching: BatchingConfig = BatchingConfig()
+
+    def as_config(self) -> dict[str, Any]:
+        batching = self.batching.model_dump(exclude_none=True)
+        return {"batching": batching} if batching else {}
+
+
 class CreateKey(BaseModel):
     name: str
     scopes: list[str] = Field(min_length=1)
@@ -64,6 +80,7 @@ def version_json(v: VersionRecord) -> dict[str, Any]:
         "files": [f.as_dict() for f in v.manifest],
         "created_at": v.created_at,
         "created_by": v.created_by,
+        "config": v.config,
     }
     if v.error:
         out["error"] = v.error
@@ -168,6 +185,9 @@ def build_router(
         model: Model,
         framework: Annotated[str | None, Query(max_length=32)] = None,
         filename: Annotated[str | None, Query(max_length=255)] = None,
+        max_batch_size: Annotated[int | None, Query(ge=1, le=1_000_000)] = None,
+        max_delay_ms: Annotated[float | None, Query(ge=0, le=10_000)] = None,
+        max_queue: Annotated[int | None, Query(ge=1, le=1_000_000)] = None,
     ) -> Response:
         who = await run_in_threadpool(auth.principal, request, Scope.WRITE)
         declared = request.headers.get("content-length")
@@ -180,8 +200,15 @@ def build_router(
         except BaseException:
             upload.discard()
             raise
+        config = VersionConfig(
+            batching=BatchingConfig(
+                max_batch_size=max_batch_size, max_delay_ms=max_delay_ms, max_queue=max_queue
+            )
+        ).as_config()
         record = await run_in_threadpool(
-            lambda: repository.push(model, upload, by=who.name, framework=framework, filename=filename)
+            lambda: repository.push(
+                model, upload, by=who.name, framework=framework, filename=filename, config=config
+            )
         )
         return Response(
             orjson.dumps(jsonable_encoder(version_json(record))),
@@ -196,6 +223,15 @@ def build_router(
     @router.get("/models/{model}/versions/{version}", tags=["versions"])
     def get_version(_: Reader, model: Model, version: int) -> dict[str, Any]:
         return version_json(registry.get_version(model, version))
+
+    @router.put("/models/{model}/versions/{version}/config", tags=["versions"])
+    def set_version_config(who: Deployer, model: Model, version: int, body: VersionConfig) -> dict[str, Any]:
+        record = registry.set_version_config(model, version, body.as_config())
+        registry.record_audit(
+            actor=who.name, action="version.config", target=f"{model}/{version}", details=record.config
+        )
+        dataplane.reconfigure(record)
+        return version_json(record)
 
     @router.delete("/models/{model}/versions/{version}", tags=["versions"], status_code=204)
     def delete_version(who: Writer, model: Model, version: int) -> Response:

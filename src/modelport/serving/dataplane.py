@@ -145,6 +145,14 @@ class DataPlane:
         for key in [k for k in self._resolved if model is None or k[0] == model]:
             self._resolved.pop(key, None)
 
+    def reconfigure(self, record: VersionRecord) -> None:
+        """New serving settings apply to a loaded version at once; no reload."""
+        self.invalidate(record.model)
+        served = self.cache.peek((record.model, record.version))
+        if served is not None:
+            served.loaded.record = record
+            served.batcher.policy = self.cache.policy_for(record)
+
     def evict(self, model: str, version: int | None = None) -> None:
         self.invalidate(model)
         self.cache.evict(model, version)
