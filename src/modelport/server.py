@@ -8,9 +8,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from fastapi import FastAPI
-
 from modelport.api.app import create_app
+from modelport.api.inference import InferenceFastPath
 from modelport.registry import Registry, VersionRecord
 from modelport.registry.db import make_engine, migrate
 from modelport.repository import Limits, ModelRepository
@@ -91,13 +90,13 @@ def build_services(settings: Settings, *, primary: bool = True) -> Services:
     return Services(settings, registry, repository, dataplane, keys, executor, generated)
 
 
-def build_app(services: Services) -> FastAPI:
+def build_app(services: Services) -> InferenceFastPath:
     return create_app(
         services.settings, services.repository, services.dataplane, services.keys, services.close
     )
 
 
-def worker_app() -> FastAPI:
+def worker_app() -> InferenceFastPath:
     """App factory for each process of ``modelport serve --workers N`` (settings come from the env)."""
     settings = load_settings()
     os.environ.setdefault("MODELPORT_WORKER", "1")

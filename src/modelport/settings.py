@@ -34,10 +34,10 @@ class Settings(BaseSettings):
     # serving engine
     model_memory_budget: ByteSize = Field(ByteSize(4 * 1024**3), gt=0)
     request_timeout: float = Field(30.0, gt=0)
-    max_batch_size: int = Field(64, ge=1, le=1_000_000)
+    max_batch_size: int = Field(256, ge=1, le=1_000_000)
     max_batch_delay_ms: float = Field(2.0, ge=0, le=10_000)
     max_queue: int = Field(1024, ge=1)
-    inference_threads: int = Field(default_factory=lambda: max(os.cpu_count() or 1, 1), ge=1)
+    inference_threads: int = Field(default_factory=lambda: len(os.sched_getaffinity(0)), ge=1)  # usable cores
     reconcile_interval: float = Field(1.0, gt=0)
     workers: int = Field(1, ge=1, le=256)
     access_log: bool = False

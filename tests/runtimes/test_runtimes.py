@@ -21,7 +21,7 @@ def catalog() -> RuntimeCatalog:
 
 def load(catalog: RuntimeCatalog, framework: str, artifact: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
     d = tmp_path / framework
-    d.mkdir()
+    d.mkdir(parents=True)
     shutil.copy(artifact, d / artifact.name)
     runtime = catalog.get(framework)()
     runtime.load(d)
@@ -89,3 +89,35 @@ def test_onnx_output_selection(catalog: RuntimeCatalog, artifacts: dict[str, Pat
     assert list(out) == ["label"] and out["label"].dtype == np.int64
     with pytest.raises(InvalidInput):
         rt.predict({"X": fixtures.CANCER_X[:3].astype(np.float32)}, ["nope"])
+
+
+@pytest.mark.parametrize("artifact", ["iris.skops", "cancer.skops"])
+def test_labels_from_probabilities_equal_predict(
+    catalog: RuntimeCatalog, artifacts: dict[str, Path], tmp_path: Path, artifact: str
+) -> None:
+    """The one-pass shortcut (labels = argmax of probabilities) must agree with the model's own predict."""
+    rt = load(catalog, "sklearn", artifacts[artifact], tmp_path)
+    x = fixtures.CANCER_X if artifact == "cancer.skops" else fixtures.IRIS_X
+    both = rt.predict({"input-0": x})
+    alone = rt.predict({"input-0": x}, ["predict"])
+    assert both["predict"].tolist() == alone["predict"].tolist()
+
+
+def test_forest_fast_path_is_bit_identical(catalog: RuntimeCatalog, tmp_path: Path) -> None:
+    from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x, y = fixtures.CANCER_X, fixtures.CANCER_Y
+    for i, model in enumerate(
+        [
+            RandomForestClassifier(n_estimators=20, random_state=0).fit(x, y),
+            make_pipeline(StandardScaler(), ExtraTreesClassifier(n_estimators=20, random_state=0)).fit(x, y),
+        ]
+    ):
+        rt = load(
+            catalog, "sklearn", fixtures.write_skops(model, tmp_path / f"m{i}.skops"), tmp_path / str(i)
+        )
+        out = rt.predict({"input-0": x})
+        assert np.array_equal(out["predict_proba"], model.predict_proba(x))
+        assert out["predict"].tolist() == model.predict(x).tolist()

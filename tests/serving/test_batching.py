@@ -96,7 +96,7 @@ async def test_batching_settings_per_version_in_metadata(tmp_path: Path) -> None
     tuned = (await client.get("/v2/models/tuned")).json()["parameters"]
     assert tuned["max_batch_size"] == 8 and tuned["max_delay_ms"] == 5
     plain = (await client.get("/v2/models/plain")).json()["parameters"]
-    assert plain["max_batch_size"] == 64 and plain["max_delay_ms"] == 2
+    assert plain["max_batch_size"] == 256 and plain["max_delay_ms"] == 2
     r = await client.put("/api/v1/models/plain/versions/1/config", json={"batching": {"max_batch_size": 4}})
     assert r.status_code == 200 and r.json()["config"] == {"batching": {"max_batch_size": 4}}
     assert (await client.get("/v2/models/plain")).json()["parameters"]["max_batch_size"] == 4

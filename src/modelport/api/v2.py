@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import zlib
 from typing import Any
 
 import orjson
@@ -12,8 +11,8 @@ from starlette.responses import Response
 
 from modelport import __version__
 from modelport.api.auth import Authenticator
-from modelport.errors import InvalidInput, NotReady, PayloadTooLarge
-from modelport.protocol.v2 import HEADER_LENGTH, decode_request, encode_response
+from modelport.api.inference import InferenceHandler, v2_error
+from modelport.errors import ModelportError, NotReady, PayloadTooLarge
 from modelport.registry import VersionState
 from modelport.security.keys import Scope
 from modelport.serving.dataplane import DataPlane
@@ -38,31 +37,9 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
-    """Requests compressed by the client (tritonclient's request_compression_algorithm)."""
-    if not encoding or encoding == "identity":
-        return body
-    if encoding not in ("gzip", "deflate"):
-        raise InvalidInput(f"unsupported Content-Encoding {encoding!r}")
-    inflater = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
-    try:
-        out = inflater.decompress(body, limit + 1)
-    except zlib.error:
-        raise InvalidInput(f"body is not valid {encoding}") from None
-    if len(out) > limit or inflater.unconsumed_tail:
-        raise PayloadTooLarge(f"decompressed request body exceeds {limit} bytes")
-    return out
-
-
-def _timeout_seconds(parameters: dict[str, Any]) -> float | None:
-    """Triton clients send ``timeout`` in microseconds."""
-    value = parameters.get("timeout")
-    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
-        return float(value) / 1e6
-    return None
-
-
-def build_router(dataplane: DataPlane, auth: Authenticator, max_body: int) -> APIRouter:
+def build_router(
+    dataplane: DataPlane, handler: InferenceHandler, auth: Authenticator, max_body: int
+) -> APIRouter:
     router = APIRouter(prefix="/v2", tags=["Open Inference Protocol v2"])
     reader = (Scope.INFER, Scope.READ)
 
@@ -126,28 +103,14 @@ def build_router(dataplane: DataPlane, auth: Authenticator, max_body: int) -> AP
         return readiness(request, model, version)
 
     async def infer(request: Request, model: str, version: str | None) -> Response:
-        body = decompress(
-            await read_body(request, max_body), request.headers.get("content-encoding"), max_body
-        )
-        header = request.headers.get(HEADER_LENGTH)
-        if header is not None and not header.isdigit():
-            raise InvalidInput("Inference-Header-Content-Length must be a number")
-        decoded = decode_request(body, int(header) if header is not None else None)
-        await auth.principal_async(request, Scope.INFER)
-        wanted = [o.name for o in decoded.outputs] if decoded.outputs else None
-        result = await dataplane.predict(
-            model, version, decoded.inputs, decoded.datatypes, wanted, _timeout_seconds(decoded.parameters)
-        )
-        payload, json_size = encode_response(
-            model_name=model, model_version=result.version.version, request=decoded, outputs=result.outputs
-        )
-        if json_size is None:
-            return Response(payload, media_type="application/json")
-        return Response(
-            payload,
-            media_type="application/octet-stream",
-            headers={"Inference-Header-Content-Length": str(json_size)},
-        )
+        # Normally answered by InferenceFastPath before FastAPI sees it; these routes document the API.
+        try:
+            body = await read_body(request, max_body)
+            headers, payload = await handler(model, version, body, request.headers)
+        except ModelportError as exc:
+            status, headers, payload = v2_error(exc)
+            return Response(payload, status_code=status, headers={k.decode(): v.decode() for k, v in headers})
+        return Response(payload, headers={k.decode(): v.decode() for k, v in headers})
 
     @router.post("/models/{model}/infer")
     async def model_infer(request: Request, model: str) -> Response:
@@ -193,5 +156,7 @@ def build_router(dataplane: DataPlane, auth: Authenticator, max_body: int) -> AP
     return router
 
 
-def install(app: FastAPI, dataplane: DataPlane, auth: Authenticator, max_body: int) -> None:
-    app.include_router(build_router(dataplane, auth, max_body))
+def install(app: FastAPI, dataplane: DataPlane, auth: Authenticator, max_body: int) -> InferenceHandler:
+    handler = InferenceHandler(dataplane, auth, max_body)
+    app.include_router(build_router(dataplane, handler, auth, max_body))
+    return handler

@@ -138,6 +138,8 @@ def serve(
         "loop": "auto",
         "http": "auto",
         "timeout_graceful_shutdown": 10,
+        "proxy_headers": False,  # no proxy in front by default; it also costs a middleware per request
+        "server_header": False,
     }
     if settings.workers == 1:
         try:

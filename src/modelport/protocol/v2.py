@@ -95,13 +95,18 @@ def _json_array(data: Any, datatype: str, shape: tuple[int, ...], name: str) -> 
         arr = np.empty(count, dtype=object)
         arr[:] = flat
         return arr.reshape(shape)
+    try:
+        array = np.array(flat)
+    except (ValueError, OverflowError, TypeError) as exc:
+        raise _fail(f"input {name!r}: data does not fit {datatype}: {exc}") from None
+    kind = array.dtype.kind
     if datatype == "BOOL":
-        if not all(isinstance(v, bool) for v in flat):
+        if kind != "b" and count:
             raise _fail(f"input {name!r}: BOOL data must be true/false")
-    elif not all(isinstance(v, int | float) and not isinstance(v, bool) for v in flat):
+    elif kind not in "iuf" and count:  # strings, nulls, objects; true/false mixed with numbers count as 1/0
         raise _fail(f"input {name!r}: {datatype} data must be numbers")
     try:
-        return np.asarray(flat, dtype=numpy_dtype(datatype)).reshape(shape)
+        return array.astype(numpy_dtype(datatype), copy=False).reshape(shape)
     except (ValueError, OverflowError, TypeError) as exc:
         raise _fail(f"input {name!r}: data does not fit {datatype}: {exc}") from None
 

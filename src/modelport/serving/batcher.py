@@ -27,7 +27,7 @@ Predict = Callable[[Tensors, Sequence[str] | None], Tensors]
 
 @dataclass(frozen=True)
 class BatchPolicy:
-    max_batch_size: int = 64  # rows
+    max_batch_size: int = 256  # rows
     max_delay: float = 0.002  # seconds to wait for more rows once the first request is queued
     max_queue: int = 1024  # requests waiting per version; beyond it, 503 + Retry-After
 

@@ -13,7 +13,7 @@ from modelport.errors import NotReady
 from modelport.registry import VersionRecord
 from modelport.repository import LoadedVersion, ModelRepository, smoke_test
 from modelport.serving.batcher import Batcher, BatchPolicy
-from modelport.serving.memory import release_memory, rss_bytes
+from modelport.serving.memory import freeze_long_lived, release_memory, rss_bytes
 
 log = logging.getLogger("modelport.cache")
 Key = tuple[str, int]
@@ -88,6 +88,7 @@ class ModelCache:
         with self._guard:
             self._served[(record.model, record.version)] = served
         self._make_room(0)
+        freeze_long_lived()
         log.info("loaded %s v%d (%.1f MB)", record.model, record.version, memory / 1e6)
         return served
 

@@ -205,6 +205,8 @@ def conform_inputs(signature: Signature, inputs: Tensors, datatypes: dict[str, s
             raise InvalidInput(
                 f"input {name!r} must have shape {list(spec.shape)}, got {list(array.shape)}", field="inputs"
             )
+        if array.ndim and array.shape[0] == 0:
+            raise InvalidInput(f"input {name!r} has no rows", field="inputs")
         given = datatypes.get(name, spec.datatype)
         if (given == "BYTES") != (spec.datatype == "BYTES"):
             raise InvalidInput(f"input {name!r} must be {spec.datatype}, got {given}", field="inputs")

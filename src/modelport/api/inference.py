@@ -1,0 +1,151 @@
+"""The inference hot path: ``POST /v2/models/{m}[/versions/{v}]/infer`` on raw ASGI.
+
+``InferenceFastPath`` wraps the FastAPI app and answers inference requests itself — raw body bytes,
+orjson, no framework middleware, routing or dependency solving per request — and hands every other
+request to FastAPI. The FastAPI routes for the same paths call the same ``InferenceHandler`` (they
+document the API and serve when the fast path is not installed).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import zlib
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from modelport.api.auth import Authenticator
+from modelport.api.errors import STATUS
+from modelport.errors import InvalidInput, ModelportError, PayloadTooLarge
+from modelport.protocol.v2 import HEADER_LENGTH, decode_request, encode_response
+from modelport.security.keys import Scope
+from modelport.serving.dataplane import DataPlane
+
+log = logging.getLogger("modelport.api")
+INFER_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
+Headers = list[tuple[bytes, bytes]]
+JSON = ((b"content-type", b"application/json"),)
+
+
+def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
+    """Requests compressed by the client (tritonclient's request_compression_algorithm)."""
+    if not encoding or encoding == "identity":
+        return body
+    if encoding not in ("gzip", "deflate"):
+        raise InvalidInput(f"unsupported Content-Encoding {encoding!r}")
+    inflater = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error:
+        raise InvalidInput(f"body is not valid {encoding}") from None
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise PayloadTooLarge(f"decompressed request body exceeds {limit} bytes")
+    return out
+
+
+def _timeout_seconds(parameters: dict[str, Any]) -> float | None:
+    """Triton clients send ``timeout`` in microseconds."""
+    value = parameters.get("timeout")
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        return float(value) / 1e6
+    return None
+
+
+class InferenceHandler:
+    def __init__(self, dataplane: DataPlane, auth: Authenticator, max_body: int) -> None:
+        self.dataplane = dataplane
+        self.auth = auth
+        self.max_body = max_body
+
+    async def __call__(
+        self, model: str, version: str | None, body: bytes, headers: Mapping[str, str]
+    ) -> tuple[Headers, bytes]:
+        """Returns the response headers and body; raises ``ModelportError`` for error answers."""
+        await self.auth.authorize(headers.get("authorization"), Scope.INFER)
+        body = decompress(body, headers.get("content-encoding"), self.max_body)
+        header = headers.get(HEADER_LENGTH)
+        if header is not None and not header.isdigit():
+            raise InvalidInput("Inference-Header-Content-Length must be a number")
+        decoded = decode_request(body, int(header) if header is not None else None)
+        wanted = [o.name for o in decoded.outputs] if decoded.outputs else None
+        result = await self.dataplane.predict(
+            model, version, decoded.inputs, decoded.datatypes, wanted, _timeout_seconds(decoded.parameters)
+        )
+        payload, json_size = encode_response(
+            model_name=model, model_version=result.version.version, request=decoded, outputs=result.outputs
+        )
+        if json_size is None:
+            return list(JSON), payload
+        return [
+            (b"content-type", b"application/octet-stream"),
+            (b"inference-header-content-length", str(json_size).encode()),
+        ], payload
+
+
+def v2_error(exc: ModelportError) -> tuple[int, Headers, bytes]:
+    status = STATUS.get(exc.code, 500)
+    headers = list(JSON)
+    if status == 401:
+        headers.append((b"www-authenticate", b"Bearer"))
+    if exc.code == "overloaded":
+        headers.append((b"retry-after", b"1"))
+    return status, headers, orjson.dumps({"error": exc.message})
+
+
+class InferenceFastPath:
+    """ASGI middleware in front of the FastAPI app; see the module docstring."""
+
+    def __init__(self, app: Any, handler: InferenceHandler) -> None:
+        self.app = app
+        self.handler = handler
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            match = INFER_PATH.match(scope["path"])
+            if match is not None:
+                await self._infer(match.group(1), match.group(2), scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    async def _infer(
+        self, model: str, version: str | None, scope: dict[str, Any], receive: Any, send: Any
+    ) -> None:
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        try:
+            body = await self._read_body(headers, receive)
+            status = 200
+            out_headers, payload = await self.handler(model, version, body, headers)
+        except ModelportError as exc:
+            status, out_headers, payload = v2_error(exc)
+        except Exception:
+            log.exception("unhandled error on inference for %s", model)
+            status, out_headers, payload = 500, list(JSON), b'{"error":"internal server error"}'
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [*out_headers, (b"content-length", str(len(payload)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
+
+    async def _read_body(self, headers: dict[str, str], receive: Any) -> bytes:
+        limit = self.handler.max_body
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise InvalidInput("the client disconnected")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
