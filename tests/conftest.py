@@ -38,6 +38,7 @@ def make_services(data_dir: Path, **overrides: object) -> Services:
     settings = Settings(data_dir=data_dir, admin_key=ADMIN_KEY, **overrides)  # type: ignore[arg-type]
     services = build_services(settings)
     services.repository.runtimes.runtimes["fake"] = fixtures.FakeRuntime  # type: ignore[assignment]
+    services.repository.runtimes.runtimes["fake-proc"] = fixtures.FakeProcessRuntime  # type: ignore[assignment]
     return services
 
 

@@ -128,3 +128,11 @@ def fake_artifact(**config: float) -> bytes:
     import json
 
     return FakeRuntime.MAGIC + json.dumps(config).encode()
+
+
+class FakeProcessRuntime(FakeRuntime):
+    """The same fake model, declared as holding the GIL: modelport runs it in a worker process."""
+
+    framework = "fake-proc"
+    MAGIC = b"modelport-fake-proc:"
+    releases_gil = False

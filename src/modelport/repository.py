@@ -25,6 +25,7 @@ from modelport.registry import AliasRecord, Registry, VersionRecord, VersionStat
 from modelport.registry.records import FileEntry
 from modelport.runtimes.base import Runtime, Signature
 from modelport.runtimes.catalog import RuntimeCatalog
+from modelport.runtimes.process import ProcessRuntime
 from modelport.storage.archive import extract_tar, extract_zip, safe_member_path
 from modelport.storage.base import ArtifactStore, sha256_file
 from modelport.storage.sniff import UploadKind, classify_upload, refuse_unsafe
@@ -225,7 +226,10 @@ class ModelRepository:
                 dest = workdir.joinpath(*safe_member_path(entry.path).parts)
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 self.store.fetch(entry.sha256, dest)
-            runtime = self.runtimes.get(record.framework)()
+            runtime_cls = self.runtimes.get(record.framework)
+            runtime: Runtime = (
+                runtime_cls() if getattr(runtime_cls, "releases_gil", True) else ProcessRuntime(runtime_cls)
+            )
             try:
                 runtime.load(workdir)
             except ModelportError as exc:

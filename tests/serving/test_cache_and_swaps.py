@@ -151,15 +151,26 @@ def test_workers_share_the_data_dir_and_follow_alias_moves(
             client.push("iris", artifacts["iris.ubj"])
             client.promote("iris", 1)
             x = {"input-0": fixtures.IRIS_X[:1]}
+            asked = 20
             assert {client.infer("iris", x)[1] for _ in range(20)} == {"1"}
             client.promote("iris", 2)
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:  # the other worker follows at its next reconcile
                 seen = {client.infer("iris", x)[1] for _ in range(20)}
+                asked += 20
                 if seen == {"2"}:
                     break
                 time.sleep(0.2)
             assert seen == {"2"}
+        # /metrics adds up the samples of every worker, whichever worker answers the scrape
+        for _ in range(4):
+            text = httpx.get(f"{server.url}/metrics", headers=AUTH).text
+            counted = sum(
+                float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines()
+                if line.startswith('modelport_inference_requests_total{model="iris"')
+            )
+            assert counted == asked
     finally:
         server.stop()
 

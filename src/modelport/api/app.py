@@ -9,10 +9,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import swagger_ui_bundle
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.staticfiles import StaticFiles
-from starlette.responses import HTMLResponse
+from starlette.responses import HTMLResponse, Response
 
 from modelport import __version__
 from modelport.api import management, v2
@@ -20,7 +20,7 @@ from modelport.api.auth import Authenticator
 from modelport.api.errors import install_error_handlers
 from modelport.api.inference import InferenceFastPath
 from modelport.repository import ModelRepository
-from modelport.security.keys import KeyService
+from modelport.security.keys import KeyService, Scope
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.memory import freeze_long_lived
 from modelport.settings import Settings
@@ -58,7 +58,14 @@ def create_app(
         redoc_url=None,
     )
     install_error_handlers(app)
-    handler = v2.install(app, dataplane, auth, settings.max_request_bytes)
+    metrics = dataplane.cache.metrics
+    handler = v2.install(app, dataplane, auth, settings.max_request_bytes, metrics)
+
+    @app.get("/metrics", include_in_schema=False)
+    def prometheus(request: Request) -> Response:
+        auth.principal(request, Scope.READ)  # Prometheus: authorization: {credentials: <key>}
+        return Response(metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
     management.install(app, repository, dataplane, keys, auth, settings.max_upload_bytes)
 
     # Swagger UI from the swagger-ui-bundle package, so /docs works with no internet access.

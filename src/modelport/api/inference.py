@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 import zlib
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
@@ -19,6 +20,7 @@ import orjson
 from modelport.api.auth import Authenticator
 from modelport.api.errors import STATUS
 from modelport.errors import InvalidInput, ModelportError, PayloadTooLarge
+from modelport.monitoring.metrics import Metrics
 from modelport.protocol.v2 import HEADER_LENGTH, decode_request, encode_response
 from modelport.security.keys import Scope
 from modelport.serving.dataplane import DataPlane
@@ -54,15 +56,39 @@ def _timeout_seconds(parameters: dict[str, Any]) -> float | None:
 
 
 class InferenceHandler:
-    def __init__(self, dataplane: DataPlane, auth: Authenticator, max_body: int) -> None:
+    def __init__(self, dataplane: DataPlane, auth: Authenticator, max_body: int, metrics: Metrics) -> None:
         self.dataplane = dataplane
         self.auth = auth
         self.max_body = max_body
+        self.metrics = metrics
+
+    async def respond(
+        self,
+        model: str,
+        version: str | None,
+        read_body: Callable[[], Awaitable[bytes]],
+        headers: Mapping[str, str],
+    ) -> tuple[int, Headers, bytes]:
+        """Answer one inference request, errors included, and record it in the metrics."""
+        started = time.perf_counter()
+        served = ""
+        try:
+            out_headers, payload, served = await self(model, version, await read_body(), headers)
+            status = 200
+        except ModelportError as exc:
+            status, out_headers, payload = v2_error(exc)
+        except Exception:
+            log.exception("unhandled error on inference for %s", model)
+            status, out_headers, payload = 500, list(JSON), b'{"error":"internal server error"}'
+        label = model if status != 404 else ""  # unknown names must not grow the label set
+        self.metrics.requests.labels(label, served, str(status)).inc()
+        self.metrics.latency.labels(label).observe(time.perf_counter() - started)
+        return status, out_headers, payload
 
     async def __call__(
         self, model: str, version: str | None, body: bytes, headers: Mapping[str, str]
-    ) -> tuple[Headers, bytes]:
-        """Returns the response headers and body; raises ``ModelportError`` for error answers."""
+    ) -> tuple[Headers, bytes, str]:
+        """Returns the response headers, body and the version that answered; raises for error answers."""
         await self.auth.authorize(headers.get("authorization"), Scope.INFER)
         body = decompress(body, headers.get("content-encoding"), self.max_body)
         header = headers.get(HEADER_LENGTH)
@@ -76,12 +102,14 @@ class InferenceHandler:
         payload, json_size = encode_response(
             model_name=model, model_version=result.version.version, request=decoded, outputs=result.outputs
         )
+        served = str(result.version.version)
         if json_size is None:
-            return list(JSON), payload
-        return [
+            return list(JSON), payload, served
+        binary = [
             (b"content-type", b"application/octet-stream"),
             (b"inference-header-content-length", str(json_size).encode()),
-        ], payload
+        ]
+        return binary, payload, served
 
 
 def v2_error(exc: ModelportError) -> tuple[int, Headers, bytes]:
@@ -113,15 +141,9 @@ class InferenceFastPath:
         self, model: str, version: str | None, scope: dict[str, Any], receive: Any, send: Any
     ) -> None:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        try:
-            body = await self._read_body(headers, receive)
-            status = 200
-            out_headers, payload = await self.handler(model, version, body, headers)
-        except ModelportError as exc:
-            status, out_headers, payload = v2_error(exc)
-        except Exception:
-            log.exception("unhandled error on inference for %s", model)
-            status, out_headers, payload = 500, list(JSON), b'{"error":"internal server error"}'
+        status, out_headers, payload = await self.handler.respond(
+            model, version, lambda: self._read_body(headers, receive), headers
+        )
         await send(
             {
                 "type": "http.response.start",

@@ -11,8 +11,9 @@ from starlette.responses import Response
 
 from modelport import __version__
 from modelport.api.auth import Authenticator
-from modelport.api.inference import InferenceHandler, v2_error
-from modelport.errors import ModelportError, NotReady, PayloadTooLarge
+from modelport.api.inference import InferenceHandler
+from modelport.errors import NotReady, PayloadTooLarge
+from modelport.monitoring.metrics import Metrics
 from modelport.registry import VersionState
 from modelport.security.keys import Scope
 from modelport.serving.dataplane import DataPlane
@@ -104,13 +105,10 @@ def build_router(
 
     async def infer(request: Request, model: str, version: str | None) -> Response:
         # Normally answered by InferenceFastPath before FastAPI sees it; these routes document the API.
-        try:
-            body = await read_body(request, max_body)
-            headers, payload = await handler(model, version, body, request.headers)
-        except ModelportError as exc:
-            status, headers, payload = v2_error(exc)
-            return Response(payload, status_code=status, headers={k.decode(): v.decode() for k, v in headers})
-        return Response(payload, headers={k.decode(): v.decode() for k, v in headers})
+        status, headers, payload = await handler.respond(
+            model, version, lambda: read_body(request, max_body), request.headers
+        )
+        return Response(payload, status_code=status, headers={k.decode(): v.decode() for k, v in headers})
 
     @router.post("/models/{model}/infer")
     async def model_infer(request: Request, model: str) -> Response:
@@ -156,7 +154,9 @@ def build_router(
     return router
 
 
-def install(app: FastAPI, dataplane: DataPlane, auth: Authenticator, max_body: int) -> InferenceHandler:
-    handler = InferenceHandler(dataplane, auth, max_body)
+def install(
+    app: FastAPI, dataplane: DataPlane, auth: Authenticator, max_body: int, metrics: Metrics
+) -> InferenceHandler:
+    handler = InferenceHandler(dataplane, auth, max_body, metrics)
     app.include_router(build_router(dataplane, handler, auth, max_body))
     return handler

@@ -101,6 +101,7 @@ def serve(
     import uvicorn
 
     from modelport.demo import curl_examples, install_demo
+    from modelport.monitoring.metrics import prepare_multiprocess_dir
     from modelport.server import build_app, build_services
     from modelport.settings import load_settings
 
@@ -150,6 +151,7 @@ def serve(
     # Start-up chores ran once above; each worker process builds its own services from the environment.
     services.close()
     os.environ.update(settings.to_env())
+    prepare_multiprocess_dir(settings.data_dir.resolve() / "metrics")  # /metrics adds up all workers
     uvicorn.run("modelport.server:worker_app", factory=True, workers=settings.workers, **server_options)
 
 

@@ -51,6 +51,8 @@ class Runtime(Protocol):
     """One loaded model version. Instances are created empty, then ``load``-ed once."""
 
     framework: ClassVar[str]
+    # Optional class attribute ``releases_gil`` (default True): False runs the runtime in a worker
+    # process of its own (see runtimes/process.py), for pure-Python models.
 
     @classmethod
     def recognise(cls, path: Path) -> bool:

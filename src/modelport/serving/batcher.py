@@ -61,8 +61,15 @@ def rows_of(inputs: Tensors) -> int:
 
 
 class Batcher:
-    def __init__(self, predict: Predict, executor: Executor, policy: BatchPolicy) -> None:
+    def __init__(
+        self,
+        predict: Predict,
+        executor: Executor,
+        policy: BatchPolicy,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
         self._predict = predict
+        self._on_batch = on_batch
         self._executor = executor
         self.policy = policy
         self._queue: deque[_Pending] = deque()
@@ -151,8 +158,11 @@ class Batcher:
     async def _execute(self, batch: list[_Pending]) -> None:
         loop = asyncio.get_running_loop()
         outputs = batch[0].outputs
+        rows = sum(p.rows for p in batch)
         self.batches += 1
-        self.batched_rows += sum(p.rows for p in batch)
+        self.batched_rows += rows
+        if self._on_batch is not None:
+            self._on_batch(rows)
         if len(batch) == 1:
             await self._run_one(batch[0])
             return

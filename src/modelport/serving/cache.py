@@ -10,6 +10,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 from modelport.errors import NotReady
+from modelport.monitoring.metrics import Metrics
 from modelport.registry import VersionRecord
 from modelport.repository import LoadedVersion, ModelRepository, smoke_test
 from modelport.serving.batcher import Batcher, BatchPolicy
@@ -38,7 +39,9 @@ class ModelCache:
         executor: Executor,
         budget: int,
         policy_for: Callable[[VersionRecord], BatchPolicy],
+        metrics: Metrics | None = None,
     ) -> None:
+        self.metrics = metrics or Metrics()
         self.repository = repository
         self.executor = executor
         self.budget = budget
@@ -83,11 +86,13 @@ class ModelCache:
             raise
         memory = max(rss_bytes() - before, record.size)
         runtime = loaded.runtime
-        batcher = Batcher(runtime.predict, self.executor, self.policy_for(record))
+        batch_rows = self.metrics.batch_rows.labels(record.model)
+        batcher = Batcher(runtime.predict, self.executor, self.policy_for(record), batch_rows.observe)
         served = ServedVersion(loaded, batcher, memory)
         with self._guard:
             self._served[(record.model, record.version)] = served
         self._make_room(0)
+        self._report()
         freeze_long_lived()
         log.info("loaded %s v%d (%.1f MB)", record.model, record.version, memory / 1e6)
         return served
@@ -113,7 +118,12 @@ class ModelCache:
             self._retire(served)
         if removed:
             release_memory()
+            self._report()
         return len(removed)
+
+    def _report(self) -> None:
+        self.metrics.loaded_versions.set(len(self._served))
+        self.metrics.loaded_bytes.set(self.used())
 
     def _retire(self, served: ServedVersion) -> None:
         deadline = time.monotonic() + 30

@@ -1,0 +1,1 @@
+"""Prometheus metrics (per-app registry; aggregated across ``--workers`` processes)."""

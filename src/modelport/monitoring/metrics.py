@@ -1,0 +1,71 @@
+"""Prometheus metrics, one registry per app.
+
+With ``--workers N`` each process writes its samples to files under ``PROMETHEUS_MULTIPROC_DIR`` (set by
+``serve`` before the workers start) and ``/metrics``, whichever worker answers it, adds up all of them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.multiprocess = bool(os.environ.get(MULTIPROC_ENV))
+        r = self.registry
+        self.requests = Counter(
+            "modelport_inference_requests_total",
+            "Inference requests answered, by model, version and HTTP status",
+            ["model", "version", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "modelport_inference_request_duration_seconds",
+            "Time from the request's arrival to its answer",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_rows = Histogram(
+            "modelport_batch_size_rows",
+            "Rows per predict call after batching",
+            ["model"],
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.loaded_bytes = Gauge(
+            "modelport_loaded_model_memory_bytes",
+            "Memory charged to loaded versions",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.loaded_versions = Gauge(
+            "modelport_loaded_versions",
+            "Versions loaded and serving",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+
+    def exposition(self) -> bytes:
+        if not self.multiprocess:
+            return generate_latest(self.registry)
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged)
+        return generate_latest(merged)
+
+
+def prepare_multiprocess_dir(directory: Path) -> None:
+    """Empty the directory the workers will write to and point the environment at it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.db"):
+        stale.unlink()
+    os.environ[MULTIPROC_ENV] = str(directory)
