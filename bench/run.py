@@ -233,6 +233,7 @@ def main() -> None:
     ap.add_argument("--points", default=POINTS, help="model:rows:concurrency,...")
     ap.add_argument("--duration", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--skip-points", action="store_true", help="only the workers and memory checks")
     ap.add_argument("--skip-workers", action="store_true")
     ap.add_argument("--skip-idle", action="store_true")
     ap.add_argument("--workdir", default=None)
@@ -248,6 +249,23 @@ def main() -> None:
     points = [(m, int(r), int(c)) for m, r, c in (p.split(":") for p in args.points.split(","))]
     print(f"work dir {work}; results -> {out}", flush=True)
 
+    if not args.skip_points:
+        run_points(harness, work, artifacts, points, args, out)
+
+    if not args.skip_workers:
+        compare_workers(harness, work, artifacts, args)
+    if not args.skip_idle:
+        idle_memory(harness, work, artifacts)
+
+
+def run_points(
+    harness: Path,
+    work: Path,
+    artifacts: dict[str, Path],
+    points: list[tuple[str, int, int]],
+    args: argparse.Namespace,
+    out: Path,
+) -> None:
     server = Server(work / "data", 18500, cpus="1")
     try:
         for name, path in artifacts.items():
@@ -256,7 +274,6 @@ def main() -> None:
             load(harness, server, model, rows, conc, args, out)
     finally:
         server.stop()
-
     venvs = Path(os.environ.get("ANCHOR_VENVS", "/tmp/anchors"))
     systems = [s for s in args.systems.split(",") if s and s != "none"]
     if systems and venvs.exists():
@@ -289,45 +306,48 @@ def main() -> None:
         print(f"(no anchor venvs at {venvs}: run the harness's setup_venvs.sh to compare in the same run)")
     report(out, points)
 
-    if not args.skip_workers:
-        print("\n## --workers 1 vs --workers 2 (nothing pinned; wrk shares the 2 cores)\n")
-        wout = work / "workers.jsonl"
-        for n in (1, 2):
-            srv = Server(work / f"data-w{n}", 18510 + n, cpus=None, workers=n)
-            try:
-                load(harness, srv, "logreg", 1, 64, args, wout, label=f"modelport-w{n}", pinned=False)
-            finally:
-                srv.stop()
-        res = {r["system"]: r for r in records(wout) if "rps" in r}
-        for label, r in res.items():
-            print(f"{label}: {r['rps']:,.0f} req/s, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms")
-        if {"modelport-w1", "modelport-w2"} <= res.keys():
-            print(f"workers 2 / workers 1: {res['modelport-w2']['rps'] / res['modelport-w1']['rps']:.2f}x")
 
-    if not args.skip_idle:
-        print("\n## Idle resident memory with 10 small models loaded\n")
-        srv = Server(work / "data-idle", 18520, cpus="1")
+def compare_workers(harness: Path, work: Path, artifacts: dict[str, Path], args: argparse.Namespace) -> None:
+    print("\n## --workers 1 vs --workers 2 (nothing pinned; wrk shares the 2 cores)\n")
+    wout = work / "workers.jsonl"
+    for n in (1, 2):
+        srv = Server(work / f"data-w{n}", 18510 + n, cpus=None, workers=n)
         try:
-            base = srv.rss_mb()
-            body = json.dumps(
-                {
-                    "inputs": [
-                        {
-                            "name": "input-0",
-                            "shape": [1, 30],
-                            "datatype": "FP32",
-                            "data": json.loads((harness / "models/rows32.json").read_text())[0],
-                        }
-                    ]
-                }
-            )
-            for i in range(10):
-                srv.deploy(f"small-{i}", artifacts["logreg"])
-                srv.call("POST", f"/v2/models/small-{i}/infer", body.encode())
-            time.sleep(2)
-            print(f"RSS: {base:.0f} MB empty, {srv.rss_mb():.0f} MB with 10 models loaded (target < 300 MB)")
+            srv.deploy("logreg", artifacts["logreg"])
+            load(harness, srv, "logreg", 1, 64, args, wout, label=f"modelport-w{n}", pinned=False)
         finally:
             srv.stop()
+    res = {r["system"]: r for r in records(wout) if "rps" in r}
+    for label, r in res.items():
+        print(f"{label}: {r['rps']:,.0f} req/s, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms")
+    if {"modelport-w1", "modelport-w2"} <= res.keys():
+        print(f"workers 2 / workers 1: {res['modelport-w2']['rps'] / res['modelport-w1']['rps']:.2f}x")
+
+
+def idle_memory(harness: Path, work: Path, artifacts: dict[str, Path]) -> None:
+    print("\n## Idle resident memory with 10 small models loaded\n")
+    srv = Server(work / "data-idle", 18520, cpus="1")
+    try:
+        base = srv.rss_mb()
+        body = json.dumps(
+            {
+                "inputs": [
+                    {
+                        "name": "input-0",
+                        "shape": [1, 30],
+                        "datatype": "FP32",
+                        "data": json.loads((harness / "models/rows32.json").read_text())[0],
+                    }
+                ]
+            }
+        )
+        for i in range(10):
+            srv.deploy(f"small-{i}", artifacts["logreg"])
+            srv.call("POST", f"/v2/models/small-{i}/infer", body.encode())
+        time.sleep(2)
+        print(f"RSS: {base:.0f} MB empty, {srv.rss_mb():.0f} MB with 10 models loaded (target < 300 MB)")
+    finally:
+        srv.stop()
 
 
 if __name__ == "__main__":
