@@ -104,6 +104,31 @@ def select(outputs: Tensors, wanted: Sequence[str] | None) -> Tensors:
     return {n: outputs[n] for n in wanted}
 
 
+def tabular_signature(width: int, task: str, classes: int = 2) -> Signature:
+    """One FP64 input of ``width`` features; outputs by ``task``: ``binary`` and ``multiclass`` give
+    ``predict`` (INT64 labels) and ``predict_proba``, ``labels`` only labels, ``regression`` FP64 values."""
+    outputs = [TensorSpec("predict", "FP64" if task == "regression" else "INT64", (-1,))]
+    if task in ("binary", "multiclass"):
+        outputs.append(TensorSpec("predict_proba", "FP64", (-1, 2 if task == "binary" else classes)))
+    return Signature((TensorSpec("input-0", "FP64", (-1, width)),), tuple(outputs))
+
+
+def tabular_outputs(raw: np.ndarray, task: str, rows: int, wanted: Sequence[str] | None) -> Tensors:
+    """Boosters' raw predictions (probability of class 1, class probabilities, labels or values) as the
+    outputs ``tabular_signature`` promises."""
+    raw = np.asarray(raw, dtype=np.float64)
+    if task == "binary":
+        return select(
+            classifier_outputs((raw > 0.5).astype(np.int64), np.column_stack([1.0 - raw, raw])), wanted
+        )
+    if task == "multiclass":
+        proba = raw.reshape(rows, -1)
+        return select(classifier_outputs(proba.argmax(axis=1).astype(np.int64), proba), wanted)
+    if task == "labels":
+        return select(classifier_outputs(raw.astype(np.int64), None), wanted)
+    return select({"predict": raw}, wanted)
+
+
 def classifier_outputs(labels: np.ndarray, proba: np.ndarray | None) -> Tensors:
     out: Tensors = {"predict": labels}
     if proba is not None:

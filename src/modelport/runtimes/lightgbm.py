@@ -6,17 +6,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
-
 from modelport.errors import LoadError
 from modelport.runtimes.base import (
     Signature,
     Tensors,
-    TensorSpec,
-    classifier_outputs,
     find_model_file,
-    select,
     single_input,
+    tabular_outputs,
+    tabular_signature,
 )
 
 
@@ -25,7 +22,7 @@ class LightGBMRuntime:
 
     def __init__(self) -> None:
         self._booster: Any = None
-        self._objective = ""
+        self._task = "regression"
         self._signature: Signature | None = None
 
     @classmethod
@@ -41,16 +38,15 @@ class LightGBMRuntime:
             self._booster = lightgbm.Booster(model_file=str(path))
         except lightgbm.basic.LightGBMError as exc:
             raise LoadError(f"lightgbm could not load the model: {str(exc)[:300]}") from None
-        self._objective = _header_value(path, "objective").split(" ")[0]
+        objective = _header_value(path, "objective").split(" ")[0]
         classes = int(_header_value(path, "num_class") or 1)
-        outputs: list[TensorSpec] = []
-        if self._objective in ("binary", "multiclass", "multiclassova"):
-            n = 2 if self._objective == "binary" else classes
-            outputs += [TensorSpec("predict", "INT64", (-1,)), TensorSpec("predict_proba", "FP64", (-1, n))]
+        if objective == "binary":
+            self._task = "binary"
+        elif objective in ("multiclass", "multiclassova"):
+            self._task = "multiclass"
         else:
-            outputs.append(TensorSpec("predict", "FP64", (-1,)))
-        width = self._booster.num_feature()
-        self._signature = Signature((TensorSpec("input-0", "FP64", (-1, width)),), tuple(outputs))
+            self._task = "regression"
+        self._signature = tabular_signature(self._booster.num_feature(), self._task, classes)
 
     def signature(self) -> Signature:
         assert self._signature is not None, "load() first"
@@ -58,13 +54,7 @@ class LightGBMRuntime:
 
     def predict(self, inputs: Tensors, outputs: Sequence[str] | None = None) -> Tensors:
         x = single_input(inputs, self.signature())
-        raw = np.asarray(self._booster.predict(x, num_threads=1), dtype=np.float64)
-        if self._objective == "binary":
-            proba = np.column_stack([1.0 - raw, raw])
-            return select(classifier_outputs((raw > 0.5).astype(np.int64), proba), outputs)
-        if self._objective.startswith("multiclass"):
-            return select(classifier_outputs(raw.argmax(axis=1).astype(np.int64), raw), outputs)
-        return select({"predict": raw}, outputs)
+        return tabular_outputs(self._booster.predict(x, num_threads=1), self._task, len(x), outputs)
 
     def unload(self) -> None:
         self._booster = None

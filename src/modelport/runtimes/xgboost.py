@@ -7,17 +7,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
-
 from modelport.errors import LoadError
 from modelport.runtimes.base import (
     Signature,
     Tensors,
-    TensorSpec,
-    classifier_outputs,
     find_model_file,
-    select,
     single_input,
+    tabular_outputs,
+    tabular_signature,
 )
 
 
@@ -26,8 +23,7 @@ class XGBoostRuntime:
 
     def __init__(self) -> None:
         self._booster: Any = None
-        self._objective = ""
-        self._classes = 0
+        self._task = "regression"
         self._signature: Signature | None = None
 
     @classmethod
@@ -46,18 +42,15 @@ class XGBoostRuntime:
             raise LoadError(f"xgboost could not load the model: {str(exc).splitlines()[0][:300]}") from None
         self._booster.set_param({"nthread": 1})
         learner = json.loads(self._booster.save_config())["learner"]
-        self._objective = learner["objective"]["name"]
-        self._classes = int(learner["learner_model_param"].get("num_class", "0"))
-        width = self._booster.num_features()
-        outputs: list[TensorSpec] = []
-        if self._objective.startswith(("multi:", "binary:")):
-            n = max(self._classes, 2)
-            outputs.append(TensorSpec("predict", "INT64", (-1,)))
-            if self._objective in ("multi:softprob", "binary:logistic"):
-                outputs.append(TensorSpec("predict_proba", "FP64", (-1, n)))
+        objective = learner["objective"]["name"]
+        classes = int(learner["learner_model_param"].get("num_class", "0"))
+        if objective in ("multi:softprob", "binary:logistic"):
+            self._task = "multiclass" if objective.startswith("multi") else "binary"
+        elif objective.startswith(("multi:", "binary:")):
+            self._task = "labels"  # softmax / hinge: labels without probabilities
         else:
-            outputs.append(TensorSpec("predict", "FP64", (-1,)))
-        self._signature = Signature((TensorSpec("input-0", "FP64", (-1, width)),), tuple(outputs))
+            self._task = "regression"
+        self._signature = tabular_signature(self._booster.num_features(), self._task, classes)
 
     def signature(self) -> Signature:
         assert self._signature is not None, "load() first"
@@ -67,16 +60,7 @@ class XGBoostRuntime:
         import xgboost
 
         x = single_input(inputs, self.signature())
-        raw = np.asarray(self._booster.predict(xgboost.DMatrix(x)), dtype=np.float64)
-        if self._objective == "multi:softprob":
-            proba = raw.reshape(len(x), -1)
-            return select(classifier_outputs(proba.argmax(axis=1).astype(np.int64), proba), outputs)
-        if self._objective == "binary:logistic":
-            proba = np.column_stack([1.0 - raw, raw])
-            return select(classifier_outputs((raw > 0.5).astype(np.int64), proba), outputs)
-        if self._objective.startswith(("multi:", "binary:")):
-            return select(classifier_outputs(raw.astype(np.int64), None), outputs)
-        return select({"predict": raw}, outputs)
+        return tabular_outputs(self._booster.predict(xgboost.DMatrix(x)), self._task, len(x), outputs)
 
     def unload(self) -> None:
         self._booster = None
