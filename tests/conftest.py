@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -79,10 +80,13 @@ class RunningServer:
         port: int | None = None,
         extra_env: dict[str, str] | None = None,
         args: tuple[str, ...] = (),
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.verify = verify
+        scheme = "https" if "--ssl-certfile" in args else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
         env = {**os.environ, "MODELPORT_ADMIN_KEY": ADMIN_KEY, **(extra_env or {})}
         self.log_path = data_dir.parent / f"server-{self.port}.log"
         self.log = self.log_path.open("ab")
@@ -114,7 +118,7 @@ class RunningServer:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}")
             try:
-                if httpx.get(self.url + "/v2/health/ready", timeout=1).status_code == 200:
+                if httpx.get(self.url + "/v2/health/ready", timeout=1, verify=self.verify).status_code == 200:
                     return
             except httpx.TransportError:
                 pass

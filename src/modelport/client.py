@@ -122,6 +122,18 @@ class Client:
     def alias_history(self, name: str, alias: str = "production") -> list[dict[str, Any]]:
         return self._call("GET", f"/api/v1/models/{name}/aliases/{alias}/history")  # type: ignore[no-any-return]
 
+    def create_key(self, name: str, scopes: list[str], expires_at: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"name": name, "scopes": scopes}
+        if expires_at:
+            body["expires_at"] = expires_at
+        return self._call("POST", "/api/v1/keys", json=body)  # type: ignore[no-any-return]
+
+    def list_keys(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/api/v1/keys")  # type: ignore[no-any-return]
+
+    def revoke_key(self, name: str) -> dict[str, Any]:
+        return self._call("DELETE", f"/api/v1/keys/{name}")  # type: ignore[no-any-return]
+
     def audit(self, **filters: Any) -> list[dict[str, Any]]:
         params = {k: v for k, v in filters.items() if v is not None}
         return self._call("GET", "/api/v1/audit", params=params)  # type: ignore[no-any-return]

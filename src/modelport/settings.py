@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     reconcile_interval: float = Field(1.0, gt=0)
     workers: int = Field(1, ge=1, le=256)
     access_log: bool = False
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
 
     @classmethod
     def settings_customise_sources(
@@ -71,7 +73,9 @@ class Settings(BaseSettings):
         return env
 
     def check(self) -> None:
-        """Refuse configurations that would expose the server."""
+        """Refuse configurations that would expose the server, or half a TLS setup."""
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ConfigError("TLS needs both --ssl-certfile and --ssl-keyfile")
         if not self.auth and not is_loopback(self.host):
             raise ConfigError(f"refusing to bind {self.host} with auth off: enable auth or bind 127.0.0.1")
 

@@ -141,3 +141,37 @@ def test_generated_admin_key_is_written_private(tmp_path: Path) -> None:
     again = build_services(Settings(data_dir=tmp_path / "d"))
     assert again.generated_admin_key is None  # generated once, then read back
     again.close()
+
+
+def test_keys_expire(api: TestClient) -> None:
+    import time
+    from datetime import UTC, datetime, timedelta
+
+    soon = (datetime.now(UTC) + timedelta(seconds=1.5)).isoformat()
+    r = api.post("/api/v1/keys", json={"name": "brief", "scopes": ["read"], "expires_at": soon})
+    assert r.status_code == 201 and r.json()["expires_at"]
+    headers = {"Authorization": f"Bearer {r.json()['key']}"}
+    assert api.get("/api/v1/models", headers=headers).status_code == 200  # and now cached
+    time.sleep(1.6)
+    r = api.get("/api/v1/models", headers=headers)
+    assert r.status_code == 401 and "expired" in r.json()["error"]["message"]
+    past = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+    bad = api.post("/api/v1/keys", json={"name": "old", "scopes": ["read"], "expires_at": past})
+    assert bad.status_code == 400 and bad.json()["error"]["field"] == "expires_at"
+    naive = api.post(
+        "/api/v1/keys", json={"name": "naive", "scopes": ["read"], "expires_at": "2999-01-01T00:00:00"}
+    )
+    assert naive.status_code == 400
+    assert api.post("/api/v1/keys", json={"name": "x", "scopes": ["root"]}).status_code == 400
+
+
+def test_denied_management_calls_are_audited(api: TestClient) -> None:
+    infer = key(api, "infer-only", "infer")
+    assert api.delete("/api/v1/models/iris", headers=infer).status_code == 403
+    assert api.get("/api/v1/models", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    denied = api.get("/api/v1/audit", params={"action": "auth.denied"}).json()
+    assert [(d["actor"], d["target"], d["result"], d["details"]["reason"]) for d in denied] == [
+        ("anonymous", "GET /api/v1/models", "denied", "unauthenticated"),
+        ("infer-only", "DELETE /api/v1/models/iris", "denied", "forbidden"),
+    ]
+    assert denied[0]["details"]["from"]

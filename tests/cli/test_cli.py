@@ -93,3 +93,26 @@ def test_key_falls_back_to_the_data_dir(
     monkeypatch.setenv("MODELPORT_URL", running.url)
     result = CliRunner().invoke(app, ["models", "list", "--output", "json"])
     assert result.exit_code == 0, result.output
+
+
+def test_keys_and_audit_commands(cli: CliRunner, running: RunningServer) -> None:
+    import httpx
+
+    created = run_json(cli, "keys", "create", "ci-reader", "--scope", "read", "--expires-in-days", "7")
+    secret = created["key"]  # type: ignore[index]
+    assert created["scopes"] == ["read"] and created["expires_at"]  # type: ignore[index]
+    listed = run_json(cli, "keys", "list")
+    assert "ci-reader" in {k["name"] for k in listed} and all("key" not in k for k in listed)  # type: ignore[union-attr]
+    assert (
+        httpx.get(f"{running.url}/api/v1/models", headers={"Authorization": f"Bearer {secret}"}).status_code
+        == 200
+    )
+    assert run_json(cli, "keys", "revoke", "ci-reader")["revoked_at"]  # type: ignore[index]
+    assert (
+        httpx.get(f"{running.url}/api/v1/models", headers={"Authorization": f"Bearer {secret}"}).status_code
+        == 401
+    )
+    events = run_json(cli, "audit", "--action", "key.revoke")
+    assert [e["target"] for e in events] == ["ci-reader"]  # type: ignore[union-attr]
+    denied = run_json(cli, "audit", "--action", "auth.denied", "--limit", "1")
+    assert denied[0]["actor"] == "anonymous"  # type: ignore[index]

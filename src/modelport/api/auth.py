@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from fastapi import Request
 
+from modelport.errors import Forbidden, Unauthenticated
 from modelport.security.keys import ANONYMOUS_ADMIN, KeyService, Principal, Scope
 
 MAX_CACHED_KEYS = 10_000
@@ -30,6 +31,10 @@ class Authenticator:
         scheme, _, token = (authorization or "").partition(" ")
         return token.strip() if scheme.lower() == "bearer" else None
 
+    def _cached(self, token: str | None) -> Principal | None:
+        who = self._cache.get(token) if token else None
+        return None if who is None or who.expired() else who
+
     def _lookup(self, token: str | None) -> Principal:
         who = self.keys.authenticate(token)
         if token is not None:
@@ -45,19 +50,33 @@ class Authenticator:
         return who
 
     def principal(self, request: Request, *scopes: Scope) -> Principal:
-        """Authenticate and require one of ``scopes`` (blocking on a cache miss: call off the loop)."""
+        """Authenticate and require one of ``scopes`` (blocking: call off the loop).
+
+        A refused management call is written to the audit log, with the caller's address."""
         if not self.enabled:
             return ANONYMOUS_ADMIN
         token = self._token(request.headers.get("authorization"))
-        who = self._cache.get(token) if token else None
-        return self._check(who or self._lookup(token), scopes)
+        who = None
+        try:
+            who = self._cached(token) or self._lookup(token)
+            return self._check(who, scopes)
+        except (Unauthenticated, Forbidden) as exc:
+            if request.url.path.startswith("/api/"):
+                self.keys.registry.record_audit(
+                    actor=who.name if who else "anonymous",
+                    action="auth.denied",
+                    target=f"{request.method} {request.url.path}"[:256],
+                    result="denied",
+                    details={"reason": exc.code, "from": request.client.host if request.client else None},
+                )
+            raise
 
     async def authorize(self, authorization: str | None, *scopes: Scope) -> Principal:
         """The hot-path variant, from the raw header: a cache hit never leaves the event loop."""
         if not self.enabled:
             return ANONYMOUS_ADMIN
         token = self._token(authorization)
-        who = self._cache.get(token) if token else None
+        who = self._cached(token)
         if who is None:
             who = await asyncio.to_thread(self._lookup, token)
         return self._check(who, scopes)

@@ -3,6 +3,7 @@
 No ``from __future__ import annotations`` here: FastAPI must see the route-local ``Annotated`` aliases.
 """
 
+from datetime import datetime
 from typing import Annotated, Any
 
 import orjson
@@ -57,6 +58,7 @@ class VersionConfig(BaseModel):
 class CreateKey(BaseModel):
     name: str
     scopes: list[str] = Field(min_length=1)
+    expires_at: datetime | None = None
 
 
 def model_json(m: ModelRecord) -> dict[str, Any]:
@@ -102,6 +104,7 @@ def key_json(k: KeyRecord) -> dict[str, Any]:
         "scopes": sorted(k.scopes),
         "created_at": k.created_at,
         "revoked_at": k.revoked_at,
+        "expires_at": k.expires_at,
     }
 
 
@@ -270,7 +273,7 @@ def build_router(
     # ---- keys and audit -----------------------------------------------------------------------
     @router.post("/keys", tags=["keys"], status_code=201)
     def create_key(who: Admin, body: CreateKey) -> dict[str, Any]:
-        record, secret = keys.create(body.name, body.scopes, by=who.name)
+        record, secret = keys.create(body.name, body.scopes, by=who.name, expires_at=body.expires_at)
         auth.forget()
         return {**key_json(record), "key": secret}
 

@@ -21,6 +21,8 @@ from modelport.errors import ModelportError
 app = typer.Typer(help="modelport: push a model once, serve it everywhere.", no_args_is_help=True)
 models_app = typer.Typer(help="Push, list, promote, roll back and delete models.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+keys_app = typer.Typer(help="Create, list and revoke API keys (admin).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 console = Console()
 err = Console(stderr=True)
 
@@ -90,6 +92,12 @@ def serve(
     workers: Annotated[
         int | None, typer.Option(help="server processes over one data dir [MODELPORT_WORKERS]")
     ] = None,
+    ssl_certfile: Annotated[
+        Path | None, typer.Option(help="TLS certificate (PEM) [MODELPORT_SSL_CERTFILE]")
+    ] = None,
+    ssl_keyfile: Annotated[
+        Path | None, typer.Option(help="TLS private key (PEM) [MODELPORT_SSL_KEYFILE]")
+    ] = None,
     demo: Annotated[bool, typer.Option(help="train, push and promote demo models at start")] = False,
     access_log: Annotated[
         bool | None,
@@ -115,12 +123,15 @@ def serve(
             auth=auth,
             workers=workers,
             access_log=access_log,
+            ssl_certfile=ssl_certfile,
+            ssl_keyfile=ssl_keyfile,
         )
         services = build_services(settings)
     except ModelportError as exc:
         err.print(f"[red]error[/red]: {exc.message}")
         raise typer.Exit(2) from None
-    base = f"http://{settings.host}:{settings.port}"
+    scheme = "https" if settings.ssl_certfile else "http"
+    base = f"{scheme}://{settings.host}:{settings.port}"
     if services.generated_admin_key:
         err.print(
             f"[bold]admin key[/bold] (shown once, also in {settings.data_dir / 'admin.key'}): "
@@ -141,6 +152,8 @@ def serve(
         "timeout_graceful_shutdown": 10,
         "proxy_headers": False,  # no proxy in front by default; it also costs a middleware per request
         "server_header": False,
+        "ssl_certfile": str(settings.ssl_certfile) if settings.ssl_certfile else None,
+        "ssl_keyfile": str(settings.ssl_keyfile) if settings.ssl_keyfile else None,
     }
     if settings.workers == 1:
         try:
@@ -310,3 +323,57 @@ def predict(
     console.print(f"[bold]{name}[/bold] version {served}")
     for key, value in result["outputs"].items():
         console.print(f"  {key}: {value}")
+
+
+@keys_app.command("create")
+def keys_create(
+    name: str,
+    scope: Annotated[list[str], typer.Option("--scope", "-s", help="infer, read, write, deploy, admin")],
+    expires_in_days: Annotated[float | None, typer.Option(help="the key stops working after this")] = None,
+    output: OutputOpt = Output.table,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """Create a key; its secret is shown this once."""
+    from datetime import UTC, datetime, timedelta
+
+    expires = None
+    if expires_in_days is not None:
+        expires = (datetime.now(UTC) + timedelta(days=expires_in_days)).isoformat()
+    with _client(url, api_key) as client:
+        data = _run(lambda: client.create_key(name, scope, expires))
+    _emit(data, output, ["name", "scopes", "expires_at", "key"], "key (the secret is not shown again)")
+
+
+@keys_app.command("list")
+def keys_list(output: OutputOpt = Output.table, url: UrlOpt = None, api_key: KeyOpt = None) -> None:
+    """List keys (never their secrets)."""
+    with _client(url, api_key) as client:
+        data = _run(lambda: client.list_keys())
+    _emit(data, output, ["name", "prefix", "scopes", "created_at", "expires_at", "revoked_at"], "keys")
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    name: str, output: OutputOpt = Output.table, url: UrlOpt = None, api_key: KeyOpt = None
+) -> None:
+    """Revoke a key; it stops working at once."""
+    with _client(url, api_key) as client:
+        data = _run(lambda: client.revoke_key(name))
+    _emit(data, output, ["name", "revoked_at"], "revoked")
+
+
+@app.command()
+def audit(
+    actor: Annotated[str | None, typer.Option(help="only this key name")] = None,
+    action: Annotated[str | None, typer.Option(help="e.g. version.push, alias.set, auth.denied")] = None,
+    target: Annotated[str | None, typer.Option(help="e.g. iris/2 or iris@production")] = None,
+    limit: Annotated[int, typer.Option(help="newest first, at most this many")] = 50,
+    output: OutputOpt = Output.table,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """Show the audit log (admin)."""
+    with _client(url, api_key) as client:
+        data = _run(lambda: client.audit(actor=actor, action=action, target=target, limit=limit))
+    _emit(data, output, ["at", "actor", "action", "target", "result", "details"], "audit")

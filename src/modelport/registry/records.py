@@ -73,6 +73,7 @@ class KeyRecord:
     scopes: frozenset[str]
     created_at: datetime
     revoked_at: datetime | None
+    expires_at: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -311,11 +311,24 @@ class Registry:
             return [HistoryRecord(r.version, r.action, _utc(r.at), r.by) for r in rows]
 
     # ---- keys ---------------------------------------------------------------------------------
-    def create_key(self, name: str, *, key_hash: str, prefix: str, scopes: Sequence[str]) -> KeyRecord:
+    def create_key(
+        self,
+        name: str,
+        *,
+        key_hash: str,
+        prefix: str,
+        scopes: Sequence[str],
+        expires_at: datetime | None = None,
+    ) -> KeyRecord:
         try:
             with self._tx() as s:
                 row = ApiKeyRow(
-                    name=name, key_hash=key_hash, prefix=prefix, scopes=sorted(scopes), created_at=utcnow()
+                    name=name,
+                    key_hash=key_hash,
+                    prefix=prefix,
+                    scopes=sorted(scopes),
+                    created_at=utcnow(),
+                    expires_at=expires_at,
                 )
                 s.add(row)
                 s.flush()
@@ -463,4 +476,5 @@ def _key(row: ApiKeyRow) -> KeyRecord:
         frozenset(row.scopes),
         _utc(row.created_at),
         _utc(row.revoked_at) if row.revoked_at else None,
+        _utc(row.expires_at) if row.expires_at else None,
     )

@@ -6,6 +6,7 @@ import hashlib
 import os
 import secrets
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 
@@ -45,6 +46,10 @@ def new_secret() -> str:
 class Principal:
     name: str
     scopes: frozenset[str]
+    expires_at: datetime | None = None
+
+    def expired(self) -> bool:
+        return self.expires_at is not None and datetime.now(UTC) >= self.expires_at
 
     def require(self, scope: Scope) -> None:
         if Scope.ADMIN.value not in self.scopes and scope.value not in self.scopes:
@@ -58,16 +63,33 @@ class KeyService:
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
 
-    def create(self, name: str, scopes: list[str], *, by: str) -> tuple[KeyRecord, str]:
+    def create(
+        self, name: str, scopes: list[str], *, by: str, expires_at: datetime | None = None
+    ) -> tuple[KeyRecord, str]:
         check_name(name)
         parsed = parse_scopes(scopes)
         if not parsed:
             raise InvalidInput("a key needs at least one scope", field="scopes")
+        if expires_at is not None:
+            if expires_at.tzinfo is None:
+                raise InvalidInput(
+                    "expires_at needs a time zone, e.g. 2027-01-31T00:00:00Z", field="expires_at"
+                )
+            if expires_at <= datetime.now(UTC):
+                raise InvalidInput("expires_at is in the past", field="expires_at")
         secret = new_secret()
         record = self.registry.create_key(
-            name, key_hash=hash_key(secret), prefix=secret[:8], scopes=[s.value for s in parsed]
+            name,
+            key_hash=hash_key(secret),
+            prefix=secret[:8],
+            scopes=[s.value for s in parsed],
+            expires_at=expires_at,
         )
-        self.registry.record_audit(actor=by, action="key.create", target=name, details={"scopes": scopes})
+        details = {
+            "scopes": sorted(s.value for s in parsed),
+            "expires_at": expires_at and expires_at.isoformat(),
+        }
+        self.registry.record_audit(actor=by, action="key.create", target=name, details=details)
         return record, secret
 
     def revoke(self, name: str, *, by: str) -> KeyRecord:
@@ -81,7 +103,10 @@ class KeyService:
         record = self.registry.find_key(hash_key(secret))
         if record is None or record.revoked_at is not None:
             raise Unauthenticated("invalid or revoked API key")
-        return Principal(record.name, record.scopes)
+        who = Principal(record.name, record.scopes, record.expires_at)
+        if who.expired():
+            raise Unauthenticated("this API key has expired")
+        return who
 
     def bootstrap_admin(self, data_dir: Path, configured: str | None) -> str | None:
         """Make sure an admin key exists. Returns the secret when it was generated now (print it once)."""
