@@ -197,3 +197,19 @@ def test_bytes_datatype_round_trip_in_binary_form(api: TestClient) -> None:
     request.parameters["binary_data_output"] = True
     body, size = encode_response(model_name="m", model_version=1, request=request, outputs=request.inputs)
     assert size is not None and body[size:] == payload
+
+
+def test_documented_route_answers_like_the_fast_path(services: object, artifacts: dict[str, Path]) -> None:
+    """The FastAPI routes behind InferenceFastPath (for docs, and when it is not installed) agree with it."""
+    from modelport.server import build_app
+    from tests.conftest import AUTH
+
+    app = build_app(services)  # type: ignore[arg-type]
+    with TestClient(app, headers=AUTH) as fast, TestClient(app.app, headers=AUTH) as plain:
+        push(fast, "iris", artifacts["iris.skops"])
+        body = infer_json(fixtures.IRIS_X[:3], id="same")
+        a, b = fast.post("/v2/models/iris/infer", json=body), plain.post("/v2/models/iris/infer", json=body)
+        assert (a.status_code, a.json()) == (b.status_code, b.json()) == (200, a.json())
+        bad = {"inputs": [{"name": "input-0", "shape": [1, 3], "datatype": "FP64", "data": [1, 2, 3]}]}
+        a, b = fast.post("/v2/models/iris/infer", json=bad), plain.post("/v2/models/iris/infer", json=bad)
+        assert (a.status_code, a.json()) == (b.status_code, b.json()) and a.status_code == 400

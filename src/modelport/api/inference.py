@@ -47,6 +47,26 @@ def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
     return out
 
 
+async def read_body(headers: Mapping[str, str], receive: Any, limit: int) -> bytes:
+    """The whole request body from ASGI ``receive``, refusing more than ``limit`` bytes."""
+    declared = headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise InvalidInput("the client disconnected")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
 def _timeout_seconds(parameters: dict[str, Any]) -> float | None:
     """Triton clients send ``timeout`` in microseconds."""
     value = parameters.get("timeout")
@@ -142,7 +162,7 @@ class InferenceFastPath:
     ) -> None:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         status, out_headers, payload = await self.handler.respond(
-            model, version, lambda: self._read_body(headers, receive), headers
+            model, version, lambda: read_body(headers, receive, self.handler.max_body), headers
         )
         await send(
             {
@@ -152,22 +172,3 @@ class InferenceFastPath:
             }
         )
         await send({"type": "http.response.body", "body": payload})
-
-    async def _read_body(self, headers: dict[str, str], receive: Any) -> bytes:
-        limit = self.handler.max_body
-        declared = headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
-            raise PayloadTooLarge(f"request body exceeds {limit} bytes")
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise InvalidInput("the client disconnected")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(f"request body exceeds {limit} bytes")
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return chunks[0] if len(chunks) == 1 else b"".join(chunks)

@@ -11,8 +11,8 @@ from starlette.responses import Response
 
 from modelport import __version__
 from modelport.api.auth import Authenticator
-from modelport.api.inference import InferenceHandler
-from modelport.errors import NotReady, PayloadTooLarge
+from modelport.api.inference import InferenceHandler, read_body
+from modelport.errors import NotReady
 from modelport.monitoring.metrics import Metrics
 from modelport.registry import VersionState
 from modelport.security.keys import Scope
@@ -23,19 +23,6 @@ EXTENSIONS = ["binary_tensor_data", "model_repository"]
 
 def _json(body: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"request body exceeds {limit} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"request body exceeds {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def build_router(
@@ -106,7 +93,7 @@ def build_router(
     async def infer(request: Request, model: str, version: str | None) -> Response:
         # Normally answered by InferenceFastPath before FastAPI sees it; these routes document the API.
         status, headers, payload = await handler.respond(
-            model, version, lambda: read_body(request, max_body), request.headers
+            model, version, lambda: read_body(request.headers, request.receive, max_body), request.headers
         )
         return Response(payload, status_code=status, headers={k.decode(): v.decode() for k, v in headers})
 
