@@ -35,7 +35,11 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
+IN_PROCESS_HOSTS = ["testserver", "test", "t"]  # the Host headers of in-process test clients
+
+
 def make_services(data_dir: Path, **overrides: object) -> Services:
+    overrides.setdefault("allowed_hosts", IN_PROCESS_HOSTS)
     settings = Settings(data_dir=data_dir, admin_key=ADMIN_KEY, **overrides)  # type: ignore[arg-type]
     services = build_services(settings)
     services.repository.runtimes.runtimes["fake"] = fixtures.FakeRuntime  # type: ignore[assignment]

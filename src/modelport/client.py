@@ -122,10 +122,14 @@ class Client:
     def alias_history(self, name: str, alias: str = "production") -> list[dict[str, Any]]:
         return self._call("GET", f"/api/v1/models/{name}/aliases/{alias}/history")  # type: ignore[no-any-return]
 
-    def create_key(self, name: str, scopes: list[str], expires_at: str | None = None) -> dict[str, Any]:
+    def create_key(
+        self, name: str, scopes: list[str], expires_at: str | None = None, models: str | None = None
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {"name": name, "scopes": scopes}
         if expires_at:
             body["expires_at"] = expires_at
+        if models:
+            body["models"] = models
         return self._call("POST", "/api/v1/keys", json=body)  # type: ignore[no-any-return]
 
     def list_keys(self) -> list[dict[str, Any]]:

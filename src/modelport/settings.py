@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ class Settings(BaseSettings):
     reconcile_interval: float = Field(1.0, gt=0)
     workers: int = Field(1, ge=1, le=256)
     access_log: bool = False
+    allowed_hosts: list[str] = Field(default_factory=list)  # beyond loopback and the bind address
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
 
@@ -67,6 +69,8 @@ class Settings(BaseSettings):
         for name, value in self.model_dump().items():
             if value is None:
                 continue
+            if isinstance(value, list):
+                value = json.dumps(value)
             if name == "data_dir":
                 value = Path(value).resolve()
             env[f"MODELPORT_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)

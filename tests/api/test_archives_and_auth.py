@@ -119,7 +119,7 @@ def test_auth_off_on_loopback_only(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError):
         build_services(Settings(data_dir=tmp_path / "d", auth=False, host="0.0.0.0"))
-    services = build_services(Settings(data_dir=tmp_path / "d", auth=False))
+    services = build_services(Settings(data_dir=tmp_path / "d", auth=False, allowed_hosts=["testserver"]))
     with TestClient(build_app(services)) as open_api:
         assert open_api.get("/api/v1/models").status_code == 200
     assert not (tmp_path / "d" / "admin.key").exists()
@@ -130,7 +130,7 @@ def test_generated_admin_key_is_written_private(tmp_path: Path) -> None:
     from modelport.server import build_app, build_services
     from modelport.settings import Settings
 
-    services = build_services(Settings(data_dir=tmp_path / "d"))
+    services = build_services(Settings(data_dir=tmp_path / "d", allowed_hosts=["testserver"]))
     secret = services.generated_admin_key
     key_file = tmp_path / "d" / "admin.key"
     assert secret and key_file.read_text().strip() == secret
@@ -175,3 +175,56 @@ def test_denied_management_calls_are_audited(api: TestClient) -> None:
         ("infer-only", "DELETE /api/v1/models/iris", "denied", "forbidden"),
     ]
     assert denied[0]["details"]["from"]
+
+
+def test_dns_rebinding_is_refused_on_management_routes(tmp_path: Path) -> None:
+    from modelport.server import build_app, build_services
+    from modelport.settings import Settings
+
+    # auth off on loopback: exactly the set-up a rebinding page would target
+    services = build_services(Settings(data_dir=tmp_path / "d", auth=False))
+    with TestClient(build_app(services), base_url="http://127.0.0.1:8080") as client:
+        assert client.get("/api/v1/models").status_code == 200
+        assert client.get("/api/v1/models", headers={"Host": "localhost:8080"}).status_code == 200
+        r = client.get("/api/v1/models", headers={"Host": "evil.example:8080"})
+        assert r.status_code == 403 and "evil.example" in r.json()["error"]["message"]
+        r = client.delete("/api/v1/models/x", headers={"Origin": "http://evil.example"})
+        assert r.status_code == 403 and "origin" in r.json()["error"]["message"]
+        assert client.get("/api/v1/models", headers={"Origin": "http://127.0.0.1:8080"}).status_code == 200
+        assert client.get("/v2/health/live", headers={"Host": "evil.example"}).status_code == 200  # probes
+        denied = client.get("/api/v1/audit", params={"action": "auth.denied"}).json()
+        assert len(denied) == 2
+    services.close()
+    services = build_services(Settings(data_dir=tmp_path / "e", auth=False, allowed_hosts=["*"]))
+    with TestClient(build_app(services)) as client:
+        assert client.get("/api/v1/models", headers={"Host": "anything.example"}).status_code == 200
+    services.close()
+
+
+def test_key_limited_to_models_sees_others_as_missing(api: TestClient, artifacts: dict[str, Path]) -> None:
+    push(api, "iris", artifacts["iris.skops"])
+    push(api, "fraud-a", artifacts["iris.skops"])
+    r = api.post(
+        "/api/v1/keys", json={"name": "fraud", "scopes": ["read", "infer", "write"], "models": "fraud-*"}
+    )
+    assert r.status_code == 201 and r.json()["models"] == "fraud-*"
+    fraud = {"Authorization": f"Bearer {r.json()['key']}"}
+    row = {"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64", "data": [1, 2, 3, 4]}]}
+
+    assert api.post("/v2/models/fraud-a/infer", json=row, headers=fraud).status_code == 200
+    assert api.get("/api/v1/models/fraud-a", headers=fraud).status_code == 200
+    assert [m["name"] for m in api.get("/api/v1/models", headers=fraud).json()] == ["fraud-a"]
+    assert [e["name"] for e in api.post("/v2/repository/index", headers=fraud).json()] == ["fraud-a"]
+    for r in (
+        api.post("/v2/models/iris/infer", json=row, headers=fraud),
+        api.get("/v2/models/iris", headers=fraud),
+        api.get("/v2/models/iris/ready", headers=fraud),
+        api.get("/api/v1/models/iris", headers=fraud),
+        api.get("/api/v1/models/iris/versions/1", headers=fraud),
+        api.post("/api/v1/models/iris/versions", content=artifacts["iris.skops"].read_bytes(), headers=fraud),
+        api.post("/api/v1/models", json={"name": "other"}, headers=fraud),
+    ):
+        assert r.status_code == 404, r.text  # not 403: the key learns nothing about other models
+    assert push(api, "fraud-b", artifacts["iris.skops"]).status_code == 201
+    bad = api.post("/api/v1/keys", json={"name": "bad", "scopes": ["read"], "models": "../x"})
+    assert bad.status_code == 400 and bad.json()["error"]["field"] == "models"

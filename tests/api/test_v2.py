@@ -213,3 +213,16 @@ def test_documented_route_answers_like_the_fast_path(services: object, artifacts
         bad = {"inputs": [{"name": "input-0", "shape": [1, 3], "datatype": "FP64", "data": [1, 2, 3]}]}
         a, b = fast.post("/v2/models/iris/infer", json=bad), plain.post("/v2/models/iris/infer", json=bad)
         assert (a.status_code, a.json()) == (b.status_code, b.json()) and a.status_code == 400
+
+
+def test_nan_outputs_are_never_written_as_json(api: TestClient) -> None:
+    from tests import fixtures as fx
+
+    api.post("/api/v1/models/nan/versions", content=fx.fake_artifact(width=2))
+    big = {"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP64", "data": [1e308, 1.0]}]}
+    r = api.post("/v2/models/nan/infer", json=big)  # 2 * 1e308 overflows to inf
+    assert r.status_code == 500 and "binary" in r.json()["error"] and "Infinity" not in r.text
+    big["parameters"] = {"binary_data_output": True}
+    r = api.post("/v2/models/nan/infer", json=big)
+    size = int(r.headers["inference-header-content-length"])
+    assert r.status_code == 200 and np.isinf(np.frombuffer(r.content[size:], dtype="<f8")[0])

@@ -20,6 +20,7 @@ from modelport.api.auth import Authenticator
 from modelport.api.errors import install_error_handlers
 from modelport.api.inference import InferenceFastPath
 from modelport.repository import ModelRepository
+from modelport.security.hosts import allowed_hosts
 from modelport.security.keys import KeyService, Scope
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.memory import freeze_long_lived
@@ -35,7 +36,7 @@ def create_app(
     keys: KeyService,
     on_shutdown: Callable[[], None] | None = None,
 ) -> InferenceFastPath:
-    auth = Authenticator(keys, settings.auth)
+    auth = Authenticator(keys, settings.auth, allowed_hosts(settings.host, settings.allowed_hosts))
     dataplane.on_change.append(auth.forget)
 
     @asynccontextmanager

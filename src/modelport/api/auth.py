@@ -12,15 +12,17 @@ from collections.abc import Callable
 from fastapi import Request
 
 from modelport.errors import Forbidden, Unauthenticated
+from modelport.security.hosts import check_host
 from modelport.security.keys import ANONYMOUS_ADMIN, KeyService, Principal, Scope
 
 MAX_CACHED_KEYS = 10_000
 
 
 class Authenticator:
-    def __init__(self, keys: KeyService, enabled: bool) -> None:
+    def __init__(self, keys: KeyService, enabled: bool, hosts: frozenset[str] | None = None) -> None:
         self.keys = keys
         self.enabled = enabled
+        self.hosts = hosts
         self._cache: dict[str, Principal] = {}
 
     def forget(self) -> None:
@@ -52,16 +54,20 @@ class Authenticator:
     def principal(self, request: Request, *scopes: Scope) -> Principal:
         """Authenticate and require one of ``scopes`` (blocking: call off the loop).
 
-        A refused management call is written to the audit log, with the caller's address."""
-        if not self.enabled:
-            return ANONYMOUS_ADMIN
-        token = self._token(request.headers.get("authorization"))
+        Management calls must also name an allowed Host and Origin (see security/hosts.py). A refused
+        management call is written to the audit log, with the caller's address."""
+        management = request.url.path.startswith("/api/")
         who = None
         try:
+            if management:
+                check_host(request.headers.get("host"), request.headers.get("origin"), self.hosts)
+            if not self.enabled:
+                return ANONYMOUS_ADMIN
+            token = self._token(request.headers.get("authorization"))
             who = self._cached(token) or self._lookup(token)
             return self._check(who, scopes)
         except (Unauthenticated, Forbidden) as exc:
-            if request.url.path.startswith("/api/"):
+            if management:
                 self.keys.registry.record_audit(
                     actor=who.name if who else "anonymous",
                     action="auth.denied",
@@ -83,6 +89,8 @@ class Authenticator:
 
     def dependency(self, *scopes: Scope) -> Callable[[Request], Principal]:
         def _dep(request: Request) -> Principal:
-            return self.principal(request, *scopes)
+            who = self.principal(request, *scopes)
+            request.state.principal = who  # routes' model parameter checks what this key may see
+            return who
 
         return _dep

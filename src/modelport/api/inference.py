@@ -109,7 +109,7 @@ class InferenceHandler:
         self, model: str, version: str | None, body: bytes, headers: Mapping[str, str]
     ) -> tuple[Headers, bytes, str]:
         """Returns the response headers, body and the version that answered; raises for error answers."""
-        await self.auth.authorize(headers.get("authorization"), Scope.INFER)
+        (await self.auth.authorize(headers.get("authorization"), Scope.INFER)).require_model(model)
         body = decompress(body, headers.get("content-encoding"), self.max_body)
         header = headers.get(HEADER_LENGTH)
         if header is not None and not header.isdigit():

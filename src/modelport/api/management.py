@@ -59,6 +59,7 @@ class CreateKey(BaseModel):
     name: str
     scopes: list[str] = Field(min_length=1)
     expires_at: datetime | None = None
+    models: str | None = Field(None, description="glob of the model names the key may use, e.g. fraud-*")
 
 
 def model_json(m: ModelRecord) -> dict[str, Any]:
@@ -105,6 +106,7 @@ def key_json(k: KeyRecord) -> dict[str, Any]:
         "created_at": k.created_at,
         "revoked_at": k.revoked_at,
         "expires_at": k.expires_at,
+        "models": k.models,
     }
 
 
@@ -134,16 +136,21 @@ def build_router(
     Deployer = Annotated[Principal, Depends(auth.dependency(Scope.DEPLOY))]
     Admin = Annotated[Principal, Depends(auth.dependency(Scope.ADMIN))]
 
-    def model_name(model: str) -> str:
-        return check_name(model, field="model")
+    def model_name(request: Request, model: str) -> str:
+        """The route's model, checked: a valid name the caller's key may see (declare the key first)."""
+        check_name(model, field="model")
+        request.state.principal.require_model(model)
+        return model
 
     Model = Annotated[str, Depends(model_name)]
 
     # ---- models -------------------------------------------------------------------------------
     @router.get("/models", tags=["models"])
-    def list_models(_: Reader) -> list[dict[str, Any]]:
+    def list_models(who: Reader) -> list[dict[str, Any]]:
         out = []
         for m in registry.list_models():
+            if not who.can_access(m.name):
+                continue
             entry = model_json(m)
             entry["aliases"] = {a.name: a.version for a in registry.list_aliases(m.name)}
             versions = registry.list_versions(m.name)
@@ -154,6 +161,7 @@ def build_router(
     @router.post("/models", tags=["models"], status_code=201)
     def create_model(who: Writer, body: CreateModel) -> dict[str, Any]:
         check_name(body.name)
+        who.require_model(body.name)
         record = registry.create_model(body.name, by=who.name, description=body.description)
         registry.record_audit(actor=who.name, action="model.create", target=body.name)
         return model_json(record)
@@ -185,6 +193,7 @@ def build_router(
     )
     async def push_version(
         request: Request,
+        who: Writer,
         model: Model,
         framework: Annotated[str | None, Query(max_length=32)] = None,
         filename: Annotated[str | None, Query(max_length=255)] = None,
@@ -192,7 +201,6 @@ def build_router(
         max_delay_ms: Annotated[float | None, Query(ge=0, le=10_000)] = None,
         max_queue: Annotated[int | None, Query(ge=1, le=1_000_000)] = None,
     ) -> Response:
-        who = await run_in_threadpool(auth.principal, request, Scope.WRITE)
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > max_upload:
             raise PayloadTooLarge(f"artifact exceeds the upload limit of {max_upload} bytes")
@@ -273,7 +281,9 @@ def build_router(
     # ---- keys and audit -----------------------------------------------------------------------
     @router.post("/keys", tags=["keys"], status_code=201)
     def create_key(who: Admin, body: CreateKey) -> dict[str, Any]:
-        record, secret = keys.create(body.name, body.scopes, by=who.name, expires_at=body.expires_at)
+        record, secret = keys.create(
+            body.name, body.scopes, by=who.name, expires_at=body.expires_at, models=body.models
+        )
         auth.forget()
         return {**key_json(record), "key": secret}
 

@@ -45,7 +45,7 @@ def build_router(
         return _json({"ready": True})
 
     def metadata(request: Request, model: str, version: str | None) -> Response:
-        auth.principal(request, *reader)
+        auth.principal(request, *reader).require_model(model)
         record = dataplane.resolve(model, version)
         if record.state is not VersionState.READY:
             raise NotReady(f"version {record.version} of {model!r} is {record.state.value}")
@@ -78,7 +78,7 @@ def build_router(
         return metadata(request, model, version)
 
     def readiness(request: Request, model: str, version: str | None) -> Response:
-        auth.principal(request, *reader)
+        auth.principal(request, *reader).require_model(model)
         record = dataplane.ready_version(model, version)
         return _json({"name": model, "version": str(record.version), "ready": True})
 
@@ -107,9 +107,11 @@ def build_router(
 
     @router.post("/repository/index")
     def repository_index(request: Request) -> Response:
-        auth.principal(request, Scope.READ)
+        who = auth.principal(request, Scope.READ)
         entries = []
         for m in dataplane.registry.list_models():
+            if not who.can_access(m.name):
+                continue
             for v in dataplane.registry.list_versions(m.name):
                 state = "UNAVAILABLE"
                 if v.state is VersionState.READY and not dataplane.is_unloaded(m.name):
@@ -125,6 +127,7 @@ def build_router(
     @router.post("/repository/models/{model}/load")
     def repository_load(request: Request, model: str) -> Response:
         who = auth.principal(request, Scope.DEPLOY)
+        who.require_model(model)
         record = dataplane.load_model(model)
         dataplane.registry.record_audit(
             actor=who.name, action="model.load", target=f"{model}/{record.version}"
@@ -134,6 +137,7 @@ def build_router(
     @router.post("/repository/models/{model}/unload")
     def repository_unload(request: Request, model: str) -> Response:
         who = auth.principal(request, Scope.DEPLOY)
+        who.require_model(model)
         dataplane.unload_model(model)
         dataplane.registry.record_audit(actor=who.name, action="model.unload", target=model)
         return _json({})

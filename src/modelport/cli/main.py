@@ -330,6 +330,7 @@ def keys_create(
     name: str,
     scope: Annotated[list[str], typer.Option("--scope", "-s", help="infer, read, write, deploy, admin")],
     expires_in_days: Annotated[float | None, typer.Option(help="the key stops working after this")] = None,
+    models: Annotated[str | None, typer.Option(help="limit the key to models matching this glob")] = None,
     output: OutputOpt = Output.table,
     url: UrlOpt = None,
     api_key: KeyOpt = None,
@@ -341,8 +342,10 @@ def keys_create(
     if expires_in_days is not None:
         expires = (datetime.now(UTC) + timedelta(days=expires_in_days)).isoformat()
     with _client(url, api_key) as client:
-        data = _run(lambda: client.create_key(name, scope, expires))
-    _emit(data, output, ["name", "scopes", "expires_at", "key"], "key (the secret is not shown again)")
+        data = _run(lambda: client.create_key(name, scope, expires, models))
+    _emit(
+        data, output, ["name", "scopes", "models", "expires_at", "key"], "key (the secret is not shown again)"
+    )
 
 
 @keys_app.command("list")
@@ -350,7 +353,9 @@ def keys_list(output: OutputOpt = Output.table, url: UrlOpt = None, api_key: Key
     """List keys (never their secrets)."""
     with _client(url, api_key) as client:
         data = _run(lambda: client.list_keys())
-    _emit(data, output, ["name", "prefix", "scopes", "created_at", "expires_at", "revoked_at"], "keys")
+    _emit(
+        data, output, ["name", "prefix", "scopes", "models", "created_at", "expires_at", "revoked_at"], "keys"
+    )
 
 
 @keys_app.command("revoke")

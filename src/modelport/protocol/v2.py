@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from modelport.errors import InvalidInput
+from modelport.errors import InferenceFailed, InvalidInput
 from modelport.serving.datatypes import numpy_dtype, v2_datatype
 
 HEADER_LENGTH = "inference-header-content-length"
@@ -194,8 +194,13 @@ def _bytes_payload(array: np.ndarray) -> bytes:
     return b"".join(parts)
 
 
-def _json_data(array: np.ndarray, datatype: str) -> list[Any]:
+def _json_data(array: np.ndarray, datatype: str, name: str) -> list[Any]:
     flat = array.reshape(-1)
+    if flat.dtype.kind in "fc" and not np.isfinite(flat).all():
+        raise InferenceFailed(
+            f"output {name!r} holds NaN or infinite values, which JSON cannot carry; "
+            "ask for it as binary data (parameters.binary_data)"
+        )
     if datatype == "BYTES":
         return [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in flat]
     return flat.tolist()  # type: ignore[no-any-return]
@@ -226,7 +231,7 @@ def encode_response(
             doc["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         else:
-            doc["data"] = _json_data(array, datatype)
+            doc["data"] = _json_data(array, datatype, name)
         out_docs.append(doc)
     response: dict[str, Any] = {"model_name": model_name, "model_version": str(model_version)}
     if request.id is not None:

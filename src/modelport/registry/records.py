@@ -74,6 +74,7 @@ class KeyRecord:
     created_at: datetime
     revoked_at: datetime | None
     expires_at: datetime | None = None
+    models: str | None = None
 
 
 @dataclass(frozen=True)

@@ -319,6 +319,7 @@ class Registry:
         prefix: str,
         scopes: Sequence[str],
         expires_at: datetime | None = None,
+        models: str | None = None,
     ) -> KeyRecord:
         try:
             with self._tx() as s:
@@ -329,6 +330,7 @@ class Registry:
                     scopes=sorted(scopes),
                     created_at=utcnow(),
                     expires_at=expires_at,
+                    models=models,
                 )
                 s.add(row)
                 s.flush()
@@ -477,4 +479,5 @@ def _key(row: ApiKeyRow) -> KeyRecord:
         _utc(row.created_at),
         _utc(row.revoked_at) if row.revoked_at else None,
         _utc(row.expires_at) if row.expires_at else None,
+        row.models,
     )

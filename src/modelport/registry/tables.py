@@ -85,6 +85,7 @@ class ApiKeyRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    models: Mapped[str | None] = mapped_column(String(128))  # glob of the model names the key may use
 
 
 class AuditRow(Base):

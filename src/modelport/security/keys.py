@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import os
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 
-from modelport.errors import Forbidden, InvalidInput, Unauthenticated
+from modelport.errors import Forbidden, InvalidInput, NotFound, Unauthenticated
 from modelport.names import check_name
 from modelport.registry import KeyRecord, Registry
 
 KEY_PREFIX = "mp_"
+MODEL_GLOB = re.compile(r"^[a-z0-9_*?-]{1,63}$")
 ADMIN_KEY_NAME = "admin"
 
 
@@ -47,6 +50,15 @@ class Principal:
     name: str
     scopes: frozenset[str]
     expires_at: datetime | None = None
+    models: str | None = None  # glob, e.g. "fraud-*"; None: every model
+
+    def can_access(self, model: str) -> bool:
+        return self.models is None or fnmatch.fnmatchcase(model, self.models)
+
+    def require_model(self, model: str) -> None:
+        """A key limited to other models learns nothing about this one: 404, as if it did not exist."""
+        if not self.can_access(model):
+            raise NotFound(f"model {model!r} not found")
 
     def expired(self) -> bool:
         return self.expires_at is not None and datetime.now(UTC) >= self.expires_at
@@ -64,9 +76,17 @@ class KeyService:
         self.registry = registry
 
     def create(
-        self, name: str, scopes: list[str], *, by: str, expires_at: datetime | None = None
+        self,
+        name: str,
+        scopes: list[str],
+        *,
+        by: str,
+        expires_at: datetime | None = None,
+        models: str | None = None,
     ) -> tuple[KeyRecord, str]:
         check_name(name)
+        if models is not None and not MODEL_GLOB.fullmatch(models):
+            raise InvalidInput("models must be a model name or a glob of one, e.g. 'fraud-*'", field="models")
         parsed = parse_scopes(scopes)
         if not parsed:
             raise InvalidInput("a key needs at least one scope", field="scopes")
@@ -84,6 +104,7 @@ class KeyService:
             prefix=secret[:8],
             scopes=[s.value for s in parsed],
             expires_at=expires_at,
+            models=models,
         )
         details = {
             "scopes": sorted(s.value for s in parsed),
@@ -103,7 +124,7 @@ class KeyService:
         record = self.registry.find_key(hash_key(secret))
         if record is None or record.revoked_at is not None:
             raise Unauthenticated("invalid or revoked API key")
-        who = Principal(record.name, record.scopes, record.expires_at)
+        who = Principal(record.name, record.scopes, record.expires_at, record.models)
         if who.expired():
             raise Unauthenticated("this API key has expired")
         return who
