@@ -123,9 +123,16 @@ class Client:
         return self._call("GET", f"/api/v1/models/{name}/aliases/{alias}/history")  # type: ignore[no-any-return]
 
     def create_key(
-        self, name: str, scopes: list[str], expires_at: str | None = None, models: str | None = None
+        self,
+        name: str,
+        scopes: list[str],
+        expires_at: str | None = None,
+        models: str | None = None,
+        rate_limit: float | None = None,
     ) -> dict[str, Any]:
         body: dict[str, Any] = {"name": name, "scopes": scopes}
+        if rate_limit:
+            body["rate_limit"] = rate_limit
         if expires_at:
             body["expires_at"] = expires_at
         if models:

@@ -7,6 +7,7 @@ class ModelportError(Exception):
     """Base of every error modelport raises on purpose. ``code`` is stable and documented."""
 
     code = "internal"
+    retry_after: float | None = None  # seconds; answered as a Retry-After header
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
@@ -72,6 +73,17 @@ class Overloaded(ModelportError):
     """Too much work queued: the caller should retry after a short while."""
 
     code = "overloaded"
+    retry_after = 1.0
+
+
+class RateLimited(ModelportError):
+    """The key used up its request rate."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class RequestTimeout(ModelportError):

@@ -228,3 +228,23 @@ def test_key_limited_to_models_sees_others_as_missing(api: TestClient, artifacts
     assert push(api, "fraud-b", artifacts["iris.skops"]).status_code == 201
     bad = api.post("/api/v1/keys", json={"name": "bad", "scopes": ["read"], "models": "../x"})
     assert bad.status_code == 400 and bad.json()["error"]["field"] == "models"
+
+
+def test_per_key_rate_limit_answers_429_with_retry_after(api: TestClient, artifacts: dict[str, Path]) -> None:
+    push(api, "iris", artifacts["iris.skops"])
+    r = api.post("/api/v1/keys", json={"name": "slow", "scopes": ["infer", "read"], "rate_limit": 2})
+    assert r.status_code == 201 and r.json()["rate_limit"] == 2
+    slow = {"Authorization": f"Bearer {r.json()['key']}"}
+    row = {"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64", "data": [1, 2, 3, 4]}]}
+    statuses = [api.post("/v2/models/iris/infer", json=row, headers=slow).status_code for _ in range(5)]
+    assert statuses[:2] == [200, 200] and 429 in statuses[2:]
+    limited = api.post("/v2/models/iris/infer", json=row, headers=slow)
+    assert limited.status_code == 429 and limited.headers["retry-after"] == "1"
+    assert "limit" in limited.json()["error"]
+    r = api.get("/api/v1/models", headers=slow)
+    assert r.status_code == 429 and r.json()["error"]["code"] == "rate_limited" and r.headers["retry-after"]
+    assert api.post("/v2/models/iris/infer", json=row).status_code == 200  # other keys are not affected
+    import time
+
+    time.sleep(1.0)
+    assert api.post("/v2/models/iris/infer", json=row, headers=slow).status_code == 200  # refilled

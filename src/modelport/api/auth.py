@@ -14,6 +14,7 @@ from fastapi import Request
 from modelport.errors import Forbidden, Unauthenticated
 from modelport.security.hosts import check_host
 from modelport.security.keys import ANONYMOUS_ADMIN, KeyService, Principal, Scope
+from modelport.security.ratelimit import RateLimiter
 
 MAX_CACHED_KEYS = 10_000
 
@@ -24,6 +25,7 @@ class Authenticator:
         self.enabled = enabled
         self.hosts = hosts
         self._cache: dict[str, Principal] = {}
+        self._limits = RateLimiter()
 
     def forget(self) -> None:
         self._cache.clear()
@@ -45,10 +47,10 @@ class Authenticator:
             self._cache[token] = who
         return who
 
-    @staticmethod
-    def _check(who: Principal, scopes: tuple[Scope, ...]) -> Principal:
+    def _check(self, who: Principal, scopes: tuple[Scope, ...]) -> Principal:
         if scopes and not any(s.value in who.scopes for s in scopes):
             who.require(scopes[0])
+        self._limits.take(who.name, who.rate_limit)
         return who
 
     def principal(self, request: Request, *scopes: Scope) -> Principal:

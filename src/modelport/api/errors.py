@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 import orjson
 from fastapi import FastAPI, Request
@@ -27,6 +28,7 @@ STATUS = {
     "forbidden": 403,
     "not_ready": 503,
     "overloaded": 503,
+    "rate_limited": 429,
     "timeout": 504,
     "load_error": 503,
     "integrity_error": 503,
@@ -46,8 +48,17 @@ _HTTP_CODES = {
 }
 
 
+def retry_after(exc: ModelportError) -> str | None:
+    return None if exc.retry_after is None else str(max(1, math.ceil(exc.retry_after)))
+
+
 def error_response(
-    request: Request, status: int, code: str, message: str, field: str | None = None
+    request: Request,
+    status: int,
+    code: str,
+    message: str,
+    field: str | None = None,
+    retry: str | None = None,
 ) -> Response:
     """V2 routes answer ``{"error": "..."}`` (as Triton); the rest ``{"error": {code, message}}``."""
     if request.url.path.startswith("/v2"):
@@ -57,9 +68,9 @@ def error_response(
         if field:
             detail["field"] = field
         body = {"error": detail}
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    if code == "overloaded":
-        headers = {"Retry-After": "1"}
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+    if retry is not None:
+        headers["Retry-After"] = retry
     return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
 
 
@@ -67,7 +78,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ModelportError)
     async def _domain(request: Request, exc: ModelportError) -> Response:
         status = STATUS.get(exc.code, 500)
-        return error_response(request, status, exc.code, exc.message, exc.field)
+        return error_response(request, status, exc.code, exc.message, exc.field, retry_after(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:

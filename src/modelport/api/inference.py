@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from modelport.api.auth import Authenticator
-from modelport.api.errors import STATUS
+from modelport.api.errors import STATUS, retry_after
 from modelport.errors import InvalidInput, ModelportError, PayloadTooLarge
 from modelport.monitoring.metrics import Metrics
 from modelport.protocol.v2 import HEADER_LENGTH, decode_request, encode_response
@@ -137,8 +137,9 @@ def v2_error(exc: ModelportError) -> tuple[int, Headers, bytes]:
     headers = list(JSON)
     if status == 401:
         headers.append((b"www-authenticate", b"Bearer"))
-    if exc.code == "overloaded":
-        headers.append((b"retry-after", b"1"))
+    retry = retry_after(exc)
+    if retry is not None:
+        headers.append((b"retry-after", retry.encode()))
     return status, headers, orjson.dumps({"error": exc.message})
 
 

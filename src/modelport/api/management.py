@@ -60,6 +60,7 @@ class CreateKey(BaseModel):
     scopes: list[str] = Field(min_length=1)
     expires_at: datetime | None = None
     models: str | None = Field(None, description="glob of the model names the key may use, e.g. fraud-*")
+    rate_limit: float | None = Field(None, gt=0, le=1_000_000, description="requests per second")
 
 
 def model_json(m: ModelRecord) -> dict[str, Any]:
@@ -107,6 +108,7 @@ def key_json(k: KeyRecord) -> dict[str, Any]:
         "revoked_at": k.revoked_at,
         "expires_at": k.expires_at,
         "models": k.models,
+        "rate_limit": k.rate_limit,
     }
 
 
@@ -282,7 +284,12 @@ def build_router(
     @router.post("/keys", tags=["keys"], status_code=201)
     def create_key(who: Admin, body: CreateKey) -> dict[str, Any]:
         record, secret = keys.create(
-            body.name, body.scopes, by=who.name, expires_at=body.expires_at, models=body.models
+            body.name,
+            body.scopes,
+            by=who.name,
+            expires_at=body.expires_at,
+            models=body.models,
+            rate_limit=body.rate_limit,
         )
         auth.forget()
         return {**key_json(record), "key": secret}

@@ -331,6 +331,7 @@ def keys_create(
     scope: Annotated[list[str], typer.Option("--scope", "-s", help="infer, read, write, deploy, admin")],
     expires_in_days: Annotated[float | None, typer.Option(help="the key stops working after this")] = None,
     models: Annotated[str | None, typer.Option(help="limit the key to models matching this glob")] = None,
+    rate_limit: Annotated[float | None, typer.Option(help="requests per second (per server process)")] = None,
     output: OutputOpt = Output.table,
     url: UrlOpt = None,
     api_key: KeyOpt = None,
@@ -342,7 +343,7 @@ def keys_create(
     if expires_in_days is not None:
         expires = (datetime.now(UTC) + timedelta(days=expires_in_days)).isoformat()
     with _client(url, api_key) as client:
-        data = _run(lambda: client.create_key(name, scope, expires, models))
+        data = _run(lambda: client.create_key(name, scope, expires, models, rate_limit))
     _emit(
         data, output, ["name", "scopes", "models", "expires_at", "key"], "key (the secret is not shown again)"
     )

@@ -75,6 +75,7 @@ class KeyRecord:
     revoked_at: datetime | None
     expires_at: datetime | None = None
     models: str | None = None
+    rate_limit: float | None = None
 
 
 @dataclass(frozen=True)

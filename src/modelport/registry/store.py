@@ -320,6 +320,7 @@ class Registry:
         scopes: Sequence[str],
         expires_at: datetime | None = None,
         models: str | None = None,
+        rate_limit: float | None = None,
     ) -> KeyRecord:
         try:
             with self._tx() as s:
@@ -331,6 +332,7 @@ class Registry:
                     created_at=utcnow(),
                     expires_at=expires_at,
                     models=models,
+                    rate_limit=rate_limit,
                 )
                 s.add(row)
                 s.flush()
@@ -480,4 +482,5 @@ def _key(row: ApiKeyRow) -> KeyRecord:
         _utc(row.revoked_at) if row.revoked_at else None,
         _utc(row.expires_at) if row.expires_at else None,
         row.models,
+        row.rate_limit,
     )

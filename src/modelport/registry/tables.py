@@ -10,6 +10,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Integer,
     String,
@@ -86,6 +87,7 @@ class ApiKeyRow(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     models: Mapped[str | None] = mapped_column(String(128))  # glob of the model names the key may use
+    rate_limit: Mapped[float | None] = mapped_column(Float)  # requests per second, per process
 
 
 class AuditRow(Base):

@@ -51,6 +51,7 @@ class Principal:
     scopes: frozenset[str]
     expires_at: datetime | None = None
     models: str | None = None  # glob, e.g. "fraud-*"; None: every model
+    rate_limit: float | None = None  # requests per second; None: unlimited
 
     def can_access(self, model: str) -> bool:
         return self.models is None or fnmatch.fnmatchcase(model, self.models)
@@ -83,6 +84,7 @@ class KeyService:
         by: str,
         expires_at: datetime | None = None,
         models: str | None = None,
+        rate_limit: float | None = None,
     ) -> tuple[KeyRecord, str]:
         check_name(name)
         if models is not None and not MODEL_GLOB.fullmatch(models):
@@ -105,6 +107,7 @@ class KeyService:
             scopes=[s.value for s in parsed],
             expires_at=expires_at,
             models=models,
+            rate_limit=rate_limit,
         )
         details = {
             "scopes": sorted(s.value for s in parsed),
@@ -124,7 +127,7 @@ class KeyService:
         record = self.registry.find_key(hash_key(secret))
         if record is None or record.revoked_at is not None:
             raise Unauthenticated("invalid or revoked API key")
-        who = Principal(record.name, record.scopes, record.expires_at, record.models)
+        who = Principal(record.name, record.scopes, record.expires_at, record.models, record.rate_limit)
         if who.expired():
             raise Unauthenticated("this API key has expired")
         return who
