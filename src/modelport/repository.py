@@ -12,6 +12,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ class Limits:
     max_upload_bytes: int = 2 * 1024**3
     archive_max_entries: int = 10_000
     archive_max_bytes: int = 8 * 1024**3
+    max_concurrent_loads: int = 2
 
 
 class Upload:
@@ -96,6 +98,7 @@ class ModelRepository:
         self.runtimes = runtimes
         self.scratch = scratch_dir
         self.limits = limits or Limits()
+        self._loading = threading.BoundedSemaphore(self.limits.max_concurrent_loads)
         scratch_dir.mkdir(parents=True, exist_ok=True)
 
     # ---- push ---------------------------------------------------------------------------------
@@ -220,6 +223,11 @@ class ModelRepository:
             raise NotReady(f"version {record.version} of {record.model!r} is {record.state.value}")
         if record.framework is None:
             raise LoadError("the version has no framework")
+        with self._loading:  # loads are memory- and CPU-heavy: only a few at once
+            return self._load(record)
+
+    def _load(self, record: VersionRecord) -> LoadedVersion:
+        assert record.framework is not None
         workdir = Path(tempfile.mkdtemp(prefix="load-", dir=self.scratch))
         try:
             for entry in record.manifest:

@@ -72,7 +72,12 @@ def build_services(settings: Settings, *, primary: bool = True) -> Services:
         store,
         RuntimeCatalog.from_entry_points(),
         data_dir / "tmp",
-        Limits(settings.max_upload_bytes, settings.archive_max_entries, settings.archive_max_bytes),
+        Limits(
+            settings.max_upload_bytes,
+            settings.archive_max_entries,
+            settings.archive_max_bytes,
+            settings.max_concurrent_loads,
+        ),
     )
     keys = KeyService(registry)
     generated = None

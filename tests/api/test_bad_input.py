@@ -254,3 +254,19 @@ def test_archive_entry_cap(tmp_path: Path, artifacts: dict[str, Path]) -> None:
     with TestClient(build_app(services), headers=AUTH) as api:
         mgmt_error(api.post("/api/v1/models/z/versions", content=payload), 400, "unsafe_archive")
     services.close()
+
+
+def test_tensor_element_limit(tmp_path: Path, artifacts: dict[str, Path]) -> None:
+    from modelport.server import build_app
+    from tests.conftest import AUTH, make_services
+
+    services = make_services(tmp_path / "lim", max_tensor_elements=40)
+    with TestClient(build_app(services), headers=AUTH) as api:
+        push(api, "iris", artifacts["iris.skops"])
+        ok = {"inputs": [{"name": "input-0", "shape": [10, 4], "datatype": "FP64", "data": [1.0] * 40}]}
+        assert api.post("/v2/models/iris/infer", json=ok).status_code == 200
+        big = {"inputs": [{"name": "input-0", "shape": [11, 4], "datatype": "FP64", "data": [1.0] * 44}]}
+        assert "limit is 40" in v2_error(api.post("/v2/models/iris/infer", json=big), 400)
+        huge = {"inputs": [{"name": "input-0", "shape": [10**9, 10**9], "datatype": "FP64", "data": []}]}
+        v2_error(api.post("/v2/models/iris/infer", json=huge), 400)
+    services.close()

@@ -99,3 +99,36 @@ def test_recover_rechecks_versions_left_pending(tmp_path: Path, artifacts: dict[
     assert result.outputs["predict"].tolist() == fixtures.iris_forest().predict(fixtures.IRIS_X[:2]).tolist()
     assert np.asarray(result.outputs["predict_proba"]).shape == (2, 3)
     again.close()
+
+
+def test_loads_are_bounded(tmp_path: Path, artifacts: dict[str, Path]) -> None:
+    import threading
+    import time
+
+    services = make_services(tmp_path / "d", max_concurrent_loads=1)
+    repo = services.repository
+    record = repo.push_bytes("iris", [artifacts["iris.skops"].read_bytes()], by="t")
+    active, peak = 0, 0
+    lock = threading.Lock()
+    real_load = repo._load
+
+    def counting_load(rec):  # type: ignore[no-untyped-def]
+        nonlocal active, peak
+        with lock:
+            active += 1
+            peak = max(peak, active)
+        time.sleep(0.05)
+        try:
+            return real_load(rec)
+        finally:
+            with lock:
+                active -= 1
+
+    repo._load = counting_load  # type: ignore[method-assign]
+    threads = [threading.Thread(target=lambda: repo.load(record).close()) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert peak == 1
+    services.close()

@@ -60,7 +60,9 @@ def create_app(
     )
     install_error_handlers(app)
     metrics = dataplane.cache.metrics
-    handler = v2.install(app, dataplane, auth, settings.max_request_bytes, metrics)
+    handler = v2.install(
+        app, dataplane, auth, settings.max_request_bytes, metrics, settings.max_tensor_elements
+    )
 
     @app.get("/metrics", include_in_schema=False)
     def prometheus(request: Request) -> Response:

@@ -21,7 +21,7 @@ from modelport.api.auth import Authenticator
 from modelport.api.errors import STATUS, retry_after
 from modelport.errors import InvalidInput, ModelportError, PayloadTooLarge
 from modelport.monitoring.metrics import Metrics
-from modelport.protocol.v2 import HEADER_LENGTH, decode_request, encode_response
+from modelport.protocol.v2 import HEADER_LENGTH, MAX_ELEMENTS, decode_request, encode_response
 from modelport.security.keys import Scope
 from modelport.serving.dataplane import DataPlane
 
@@ -76,7 +76,15 @@ def _timeout_seconds(parameters: dict[str, Any]) -> float | None:
 
 
 class InferenceHandler:
-    def __init__(self, dataplane: DataPlane, auth: Authenticator, max_body: int, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        dataplane: DataPlane,
+        auth: Authenticator,
+        max_body: int,
+        metrics: Metrics,
+        max_elements: int = MAX_ELEMENTS,
+    ) -> None:
+        self.max_elements = max_elements
         self.dataplane = dataplane
         self.auth = auth
         self.max_body = max_body
@@ -114,7 +122,7 @@ class InferenceHandler:
         header = headers.get(HEADER_LENGTH)
         if header is not None and not header.isdigit():
             raise InvalidInput("Inference-Header-Content-Length must be a number")
-        decoded = decode_request(body, int(header) if header is not None else None)
+        decoded = decode_request(body, int(header) if header is not None else None, self.max_elements)
         wanted = [o.name for o in decoded.outputs] if decoded.outputs else None
         result = await self.dataplane.predict(
             model, version, decoded.inputs, decoded.datatypes, wanted, _timeout_seconds(decoded.parameters)

@@ -146,8 +146,13 @@ def build_router(
 
 
 def install(
-    app: FastAPI, dataplane: DataPlane, auth: Authenticator, max_body: int, metrics: Metrics
+    app: FastAPI,
+    dataplane: DataPlane,
+    auth: Authenticator,
+    max_body: int,
+    metrics: Metrics,
+    max_elements: int,
 ) -> InferenceHandler:
-    handler = InferenceHandler(dataplane, auth, max_body, metrics)
+    handler = InferenceHandler(dataplane, auth, max_body, metrics, max_elements)
     app.include_router(build_router(dataplane, handler, auth, max_body))
     return handler

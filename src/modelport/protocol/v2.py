@@ -18,6 +18,7 @@ from modelport.serving.datatypes import numpy_dtype, v2_datatype
 
 HEADER_LENGTH = "inference-header-content-length"
 MAX_DIMS = 8
+MAX_ELEMENTS = 16 * 1024 * 1024  # per input tensor, unless the server is configured otherwise
 
 
 @dataclass
@@ -43,11 +44,13 @@ def _fail(message: str, field: str | None = "inputs") -> InvalidInput:
     return InvalidInput(message, field=field)
 
 
-def _shape(raw: Any, name: str) -> tuple[int, ...]:
+def _shape(raw: Any, name: str, max_elements: int) -> tuple[int, ...]:
     if not isinstance(raw, list) or len(raw) > MAX_DIMS:
         raise _fail(f"input {name!r}: shape must be a list of at most {MAX_DIMS} dimensions")
     if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in raw):
         raise _fail(f"input {name!r}: shape must hold non-negative integers")
+    if math.prod(raw) > max_elements:
+        raise _fail(f"input {name!r}: {math.prod(raw)} elements; the limit is {max_elements}")
     return tuple(raw)
 
 
@@ -111,7 +114,9 @@ def _json_array(data: Any, datatype: str, shape: tuple[int, ...], name: str) -> 
         raise _fail(f"input {name!r}: data does not fit {datatype}: {exc}") from None
 
 
-def decode_request(body: bytes, header_length: int | None) -> InferenceRequest:
+def decode_request(
+    body: bytes, header_length: int | None, max_elements: int = MAX_ELEMENTS
+) -> InferenceRequest:
     if header_length is not None:
         if header_length < 0 or header_length > len(body):
             raise _fail("Inference-Header-Content-Length is outside the body", field=None)
@@ -147,7 +152,7 @@ def decode_request(body: bytes, header_length: int | None) -> InferenceRequest:
         if not isinstance(datatype, str):
             raise _fail(f"input {name!r} needs a 'datatype'")
         dtype = numpy_dtype(datatype)
-        shape = _shape(raw.get("shape"), name)
+        shape = _shape(raw.get("shape"), name, max_elements)
         in_params = raw.get("parameters") or {}
         size = in_params.get("binary_data_size") if isinstance(in_params, dict) else None
         if size is not None:

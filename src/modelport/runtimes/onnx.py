@@ -52,6 +52,7 @@ class OnnxRuntime:
         import onnxruntime as ort
 
         path = find_model_file(artifact_dir, type(self))
+        _check_external_data(path, artifact_dir)
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
@@ -83,6 +84,27 @@ class OnnxRuntime:
 
     def unload(self) -> None:
         self._session = None
+
+
+def _check_external_data(path: Path, artifact_dir: Path) -> None:
+    """Tensors stored outside the .onnx file must stay inside the version's own directory."""
+    try:
+        import onnx
+        from onnx.external_data_helper import _get_all_tensors
+    except ImportError:  # without the onnx package, onnxruntime's own checks are all there is
+        return
+    try:
+        model = onnx.load_model(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf decode errors have no common type
+        raise LoadError(f"the ONNX file cannot be parsed: {type(exc).__name__}") from None
+    root = artifact_dir.resolve()
+    for tensor in _get_all_tensors(model):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        target = (path.parent / location).resolve()
+        if not location or Path(location).is_absolute() or not target.is_relative_to(root):
+            raise LoadError(f"tensor {tensor.name!r} points outside the artifact for its external data")
 
 
 def _spec(arg: Any) -> TensorSpec:
