@@ -31,6 +31,7 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(2 * 1024**3, gt=0)
     max_request_bytes: int = Field(64 * 1024**2, gt=0)
     max_tensor_elements: int = Field(16 * 1024**2, gt=0)
+    max_header_bytes: int = Field(16 * 1024, ge=1024)
     max_concurrent_loads: int = Field(2, ge=1)
     archive_max_entries: int = Field(10_000, gt=0)
     archive_max_bytes: int = Field(8 * 1024**3, gt=0)

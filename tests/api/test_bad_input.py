@@ -270,3 +270,15 @@ def test_tensor_element_limit(tmp_path: Path, artifacts: dict[str, Path]) -> Non
         huge = {"inputs": [{"name": "input-0", "shape": [10**9, 10**9], "datatype": "FP64", "data": []}]}
         v2_error(api.post("/v2/models/iris/infer", json=huge), 400)
     services.close()
+
+
+def test_oversized_headers_answer_431(deployed: TestClient) -> None:
+    padding = {"X-Padding": "a" * 20_000}
+    r = deployed.post("/v2/models/iris/infer", json=ROW, headers=padding)
+    assert r.status_code == 431 and "headers" in v2_error_text(r)
+    r = deployed.get("/api/v1/models", headers=padding)
+    assert r.status_code == 431 and r.json()["error"]["code"] == "headers_too_large"
+
+
+def v2_error_text(r: object) -> str:
+    return r.json()["error"]  # type: ignore[attr-defined, no-any-return]

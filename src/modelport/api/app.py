@@ -85,7 +85,7 @@ def create_app(
             swagger_favicon_url="/docs-assets/favicon-32x32.png",
         )
 
-    return InferenceFastPath(app, handler)
+    return InferenceFastPath(app, handler, settings.max_header_bytes)
 
 
 async def _reconcile_forever(dataplane: DataPlane, interval: float) -> None:

@@ -154,17 +154,39 @@ def v2_error(exc: ModelportError) -> tuple[int, Headers, bytes]:
 class InferenceFastPath:
     """ASGI middleware in front of the FastAPI app; see the module docstring."""
 
-    def __init__(self, app: Any, handler: InferenceHandler) -> None:
+    def __init__(self, app: Any, handler: InferenceHandler, max_header_bytes: int = 16 * 1024) -> None:
         self.app = app
         self.handler = handler
+        self.max_header_bytes = max_header_bytes
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if (
+            scope["type"] == "http"
+            and sum(len(k) + len(v) for k, v in scope["headers"]) > self.max_header_bytes
+        ):
+            await self._too_large_headers(scope, send)
+            return
         if scope["type"] == "http" and scope["method"] == "POST":
             match = INFER_PATH.match(scope["path"])
             if match is not None:
                 await self._infer(match.group(1), match.group(2), scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+    async def _too_large_headers(self, scope: dict[str, Any], send: Any) -> None:
+        message = f"request headers exceed {self.max_header_bytes} bytes"
+        error: object = (
+            message
+            if scope["path"].startswith("/v2")
+            else {
+                "code": "headers_too_large",
+                "message": message,
+            }
+        )
+        payload = orjson.dumps({"error": error})
+        headers = [*JSON, (b"content-length", str(len(payload)).encode())]
+        await send({"type": "http.response.start", "status": 431, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
 
     async def _infer(
         self, model: str, version: str | None, scope: dict[str, Any], receive: Any, send: Any
