@@ -14,7 +14,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from modelport.registry.records import FileEntry
 from modelport.runtimes.base import Runtime, Signature
 from modelport.runtimes.catalog import RuntimeCatalog
 from modelport.runtimes.process import ProcessRuntime
+from modelport.runtimes.sandbox import SandboxLimits
 from modelport.storage.archive import extract_tar, extract_zip, safe_member_path
 from modelport.storage.base import ArtifactStore, sha256_file
 from modelport.storage.sniff import UploadKind, classify_upload, refuse_unsafe
@@ -38,6 +39,8 @@ class Limits:
     archive_max_entries: int = 10_000
     archive_max_bytes: int = 8 * 1024**3
     max_concurrent_loads: int = 2
+    allow_pickle: bool = False
+    sandbox: SandboxLimits = field(default_factory=SandboxLimits)
 
 
 class Upload:
@@ -163,9 +166,9 @@ class ModelRepository:
     def _stage(
         self, upload: Upload, staging: Path, framework: str | None, filename: str | None
     ) -> tuple[list[FileEntry], str]:
-        whole_file_model = any(rt.recognise(upload.path) for rt in self.runtimes.runtimes.values())
-        kind = classify_upload(upload.path, whole_file_model)
         limits = self.limits
+        whole_file_model = any(rt.recognise(upload.path) for rt in self.runtimes.runtimes.values())
+        kind = classify_upload(upload.path, whole_file_model, allow_pickle=limits.allow_pickle)
         if kind is UploadKind.ZIP:
             extract_zip(
                 upload.path,
@@ -184,8 +187,9 @@ class ModelRepository:
             name = safe_member_path(filename or "model").name
             os.replace(upload.path, staging / name)
         files = sorted(p for p in staging.rglob("*") if p.is_file())
-        for path in files:
-            refuse_unsafe(path, display=f"file {path.relative_to(staging).as_posix()!r}")
+        if not limits.allow_pickle:
+            for path in files:
+                refuse_unsafe(path, display=f"file {path.relative_to(staging).as_posix()!r}")
         detected = self.runtimes.detect(staging, framework)
         manifest = []
         for path in files:
@@ -235,9 +239,13 @@ class ModelRepository:
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 self.store.fetch(entry.sha256, dest)
             runtime_cls = self.runtimes.get(record.framework)
-            runtime: Runtime = (
-                runtime_cls() if getattr(runtime_cls, "releases_gil", True) else ProcessRuntime(runtime_cls)
-            )
+            runtime: Runtime
+            if getattr(runtime_cls, "sandboxed", False):
+                runtime = ProcessRuntime(runtime_cls, self.limits.sandbox)
+            elif not getattr(runtime_cls, "releases_gil", True):
+                runtime = ProcessRuntime(runtime_cls)
+            else:
+                runtime = runtime_cls()
             try:
                 runtime.load(workdir)
             except ModelportError as exc:

@@ -14,6 +14,7 @@ from modelport.registry import Registry, VersionRecord
 from modelport.registry.db import make_engine, migrate
 from modelport.repository import Limits, ModelRepository
 from modelport.runtimes.catalog import RuntimeCatalog
+from modelport.runtimes.sandbox import SandboxLimits
 from modelport.security.keys import KeyService
 from modelport.serving.batcher import BatchPolicy
 from modelport.serving.cache import ModelCache
@@ -61,7 +62,7 @@ def build_services(settings: Settings, *, primary: bool = True) -> Services:
     Worker processes of ``serve --workers N`` are not primary: another worker may be mid-push."""
     settings.check()
     data_dir = settings.data_dir
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     engine = make_engine(settings.resolved_database_url)
     if primary:
         migrate(engine)
@@ -70,13 +71,15 @@ def build_services(settings: Settings, *, primary: bool = True) -> Services:
     repository = ModelRepository(
         registry,
         store,
-        RuntimeCatalog.from_entry_points(),
+        RuntimeCatalog.from_entry_points(allow_pickle=settings.allow_pickle),
         data_dir / "tmp",
         Limits(
             settings.max_upload_bytes,
             settings.archive_max_entries,
             settings.archive_max_bytes,
             settings.max_concurrent_loads,
+            settings.allow_pickle,
+            SandboxLimits(int(settings.sandbox_memory_bytes), settings.sandbox_load_cpu_seconds),
         ),
     )
     keys = KeyService(registry)

@@ -33,6 +33,10 @@ class Settings(BaseSettings):
     max_tensor_elements: int = Field(16 * 1024**2, gt=0)
     max_header_bytes: int = Field(16 * 1024, ge=1024)
     max_concurrent_loads: int = Field(2, ge=1)
+    # opt-in: pickle/joblib models, loaded only in a sandboxed worker process
+    allow_pickle: bool = False
+    sandbox_memory_bytes: ByteSize = Field(ByteSize(4 * 1024**3), gt=0)
+    sandbox_load_cpu_seconds: int = Field(300, ge=1)
     archive_max_entries: int = Field(10_000, gt=0)
     archive_max_bytes: int = Field(8 * 1024**3, gt=0)
     # serving engine

@@ -17,9 +17,12 @@ class RuntimeCatalog:
         self.runtimes = runtimes
 
     @classmethod
-    def from_entry_points(cls) -> RuntimeCatalog:
+    def from_entry_points(cls, *, allow_pickle: bool = False) -> RuntimeCatalog:
+        """Every installed runtime; the pickle runtime only when an admin allowed it."""
         found: dict[str, type[Runtime]] = {}
         for ep in entry_points(group=ENTRY_POINT_GROUP):
+            if ep.name == "pickle" and not allow_pickle:
+                continue
             try:
                 found[ep.name] = ep.load()
             except ImportError:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import multiprocessing
+import shutil
 import threading
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
@@ -18,19 +19,36 @@ from typing import Any, ClassVar
 
 from modelport.errors import ERRORS_BY_CODE, LoadError, ModelportError
 from modelport.runtimes.base import Runtime, Signature, Tensors
+from modelport.runtimes.sandbox import SandboxLimits, confine, end_load_cpu_limit, preload
 
 START_TIMEOUT = 120.0
 
 
-def _child(conn: Connection, module: str, qualname: str, artifact_dir: str) -> None:
+def _child(
+    conn: Connection, module: str, qualname: str, artifact_dir: str, sandbox: SandboxLimits | None
+) -> None:
     try:
+        path = Path(artifact_dir)
         cls = getattr(importlib.import_module(module), qualname)
+        if sandbox is not None:
+            preload(getattr(cls, "preload", ()))
+            path = confine(path, sandbox)
         runtime = cls()
-        runtime.load(Path(artifact_dir))
+        runtime.load(path)
+        if sandbox is not None:
+            end_load_cpu_limit()
         conn.send(("ok", runtime.signature().as_dict()))
     except BaseException as exc:
         conn.send(("error", *_describe(exc)))
         return
+    try:
+        _serve(conn, runtime)
+    finally:
+        if sandbox is not None:  # the private copy of the artifact goes with the worker
+            shutil.rmtree(path.parent, ignore_errors=True)
+
+
+def _serve(conn: Connection, runtime: Runtime) -> None:
     while True:
         try:
             message = conn.recv()
@@ -64,8 +82,9 @@ class ProcessRuntime:
 
     framework: ClassVar[str] = "process"
 
-    def __init__(self, runtime: type[Runtime]) -> None:
+    def __init__(self, runtime: type[Runtime], sandbox: SandboxLimits | None = None) -> None:
         self._target = runtime
+        self._sandbox = sandbox
         self._conn: Connection | None = None
         self._process: multiprocessing.process.BaseProcess | None = None
         self._signature: Signature | None = None
@@ -85,7 +104,7 @@ class ProcessRuntime:
         target = self._target
         self._process = ctx.Process(
             target=_child,
-            args=(child, target.__module__, target.__qualname__, str(artifact_dir)),
+            args=(child, target.__module__, target.__qualname__, str(artifact_dir), self._sandbox),
             name=f"modelport-{target.framework}",
             daemon=True,
         )

@@ -72,7 +72,11 @@ class SklearnRuntime:
         refused = [t for t in untrusted if not t.startswith(TRUSTED_MODULE_PREFIXES)]
         if refused:
             raise LoadError(f"skops file references types outside scikit-learn/numpy/scipy: {refused}")
-        self._model = skops.io.load(path, trusted=untrusted)
+        self._use(skops.io.load(path, trusted=untrusted))
+
+    def _use(self, model: Any) -> None:
+        """Serve an estimator: derive the signature and the fast paths that apply to it."""
+        self._model = model
         if not hasattr(self._model, "predict"):
             raise LoadError(f"{type(self._model).__name__} has no predict method")
         self._signature = self._derive_signature()

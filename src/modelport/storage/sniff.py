@@ -46,6 +46,14 @@ def _decompressed_head(path: Path, head: bytes) -> bytes | None:
     return None
 
 
+def is_pickled(path: Path) -> bool:
+    """A pickle, plain or compressed as joblib writes them."""
+    with path.open("rb") as f:
+        head = f.read(512)
+    inner = _decompressed_head(path, head)
+    return _is_pickle(head) or (inner is not None and _is_pickle(inner))
+
+
 def refuse_unsafe(path: Path, display: str = "the artifact") -> None:
     """Raise ``UnsafeFormat`` when the file is a pickle, a compressed (joblib) pickle or a pickle zip."""
     with path.open("rb") as f:
@@ -64,9 +72,10 @@ def refuse_unsafe(path: Path, display: str = "the artifact") -> None:
                 )
 
 
-def classify_upload(path: Path, is_single_model_file: bool) -> UploadKind:
+def classify_upload(path: Path, is_single_model_file: bool, *, allow_pickle: bool = False) -> UploadKind:
     """``is_single_model_file``: a runtime recognised the whole upload (e.g. a .skops zip)."""
-    refuse_unsafe(path)
+    if not allow_pickle:
+        refuse_unsafe(path)
     if is_single_model_file:
         return UploadKind.FILE
     if zipfile.is_zipfile(path):
