@@ -27,24 +27,24 @@ START_TIMEOUT = 120.0
 def _child(
     conn: Connection, module: str, qualname: str, artifact_dir: str, sandbox: SandboxLimits | None
 ) -> None:
+    original = path = Path(artifact_dir)
     try:
-        path = Path(artifact_dir)
-        cls = getattr(importlib.import_module(module), qualname)
-        if sandbox is not None:
-            preload(getattr(cls, "preload", ()))
-            path = confine(path, sandbox)
-        runtime = cls()
-        runtime.load(path)
-        if sandbox is not None:
-            end_load_cpu_limit()
-        conn.send(("ok", runtime.signature().as_dict()))
-    except BaseException as exc:
-        conn.send(("error", *_describe(exc)))
-        return
-    try:
+        try:
+            cls = getattr(importlib.import_module(module), qualname)
+            if sandbox is not None:
+                preload(getattr(cls, "preload", ()))
+                path = confine(path, sandbox)
+            runtime = cls()
+            runtime.load(path)
+            if sandbox is not None:
+                end_load_cpu_limit()
+            conn.send(("ok", runtime.signature().as_dict()))
+        except BaseException as exc:
+            conn.send(("error", *_describe(exc)))
+            return
         _serve(conn, runtime)
     finally:
-        if sandbox is not None:  # the private copy of the artifact goes with the worker
+        if path != original:  # the sandbox's private copy of the artifact goes with the worker
             shutil.rmtree(path.parent, ignore_errors=True)
 
 
