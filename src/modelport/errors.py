@@ -61,6 +61,12 @@ class IntegrityError(ModelportError):
     code = "integrity_error"
 
 
+class DecryptionError(IntegrityError):
+    """An encrypted artifact cannot be read with the configured key."""
+
+    code = "decryption_failed"
+
+
 class LoadError(ModelportError):
     code = "load_error"
 

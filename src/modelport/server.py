@@ -20,6 +20,7 @@ from modelport.serving.batcher import BatchPolicy
 from modelport.serving.cache import ModelCache
 from modelport.serving.dataplane import DataPlane
 from modelport.settings import Settings, load_settings
+from modelport.storage.crypto import BlobCipher, parse_key
 from modelport.storage.local import LocalArtifactStore
 
 log = logging.getLogger("modelport")
@@ -67,7 +68,8 @@ def build_services(settings: Settings, *, primary: bool = True) -> Services:
     if primary:
         migrate(engine)
     registry = Registry(engine)
-    store = LocalArtifactStore(data_dir / "artifacts")
+    cipher = BlobCipher(parse_key(settings.encryption_key)) if settings.encryption_key else None
+    store = LocalArtifactStore(data_dir / "artifacts", cipher)
     repository = ModelRepository(
         registry,
         store,

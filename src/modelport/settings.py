@@ -33,6 +33,7 @@ class Settings(BaseSettings):
     max_tensor_elements: int = Field(16 * 1024**2, gt=0)
     max_header_bytes: int = Field(16 * 1024, ge=1024)
     max_concurrent_loads: int = Field(2, ge=1)
+    encryption_key: str | None = None  # base64 of 32 random bytes: artifacts are stored AES-256-GCM encrypted
     # opt-in: pickle/joblib models, loaded only in a sandboxed worker process
     allow_pickle: bool = False
     sandbox_memory_bytes: ByteSize = Field(ByteSize(4 * 1024**3), gt=0)

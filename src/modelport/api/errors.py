@@ -32,6 +32,7 @@ STATUS = {
     "timeout": 504,
     "load_error": 503,
     "integrity_error": 503,
+    "decryption_failed": 503,
     "inference_failed": 500,
     "config_error": 500,
     "internal": 500,
