@@ -85,6 +85,7 @@ class RunningServer:
         extra_env: dict[str, str] | None = None,
         args: tuple[str, ...] = (),
         verify: ssl.SSLContext | bool = True,
+        prefix: tuple[str, ...] = (),
     ) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
@@ -96,6 +97,7 @@ class RunningServer:
         self.log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [
+                *prefix,
                 sys.executable,
                 "-m",
                 "modelport",

@@ -49,6 +49,12 @@ class PayloadTooLarge(ModelportError):
     code = "payload_too_large"
 
 
+class StorageFull(ModelportError):
+    """The disk (or quota) ran out while writing; nothing half-written is kept."""
+
+    code = "storage_full"
+
+
 class NotReady(ModelportError):
     """The model or version exists but cannot serve (failed, pending, unloaded)."""
 

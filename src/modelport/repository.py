@@ -8,19 +8,21 @@ A row is committed ``pending`` and moved to ``ready`` or ``failed`` once the loa
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 
-from modelport.errors import LoadError, ModelportError, NotReady, PayloadTooLarge
+from modelport.errors import LoadError, ModelportError, NotReady, PayloadTooLarge, StorageFull
 from modelport.names import check_name
 from modelport.registry import AliasRecord, Registry, VersionRecord, VersionState
 from modelport.registry.records import FileEntry
@@ -31,6 +33,19 @@ from modelport.runtimes.sandbox import SandboxLimits
 from modelport.storage.archive import extract_tar, extract_zip, safe_member_path
 from modelport.storage.base import ArtifactStore, sha256_file
 from modelport.storage.sniff import UploadKind, classify_upload, refuse_unsafe
+
+FULL_DISK = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+@contextmanager
+def storage_errors() -> Iterator[None]:
+    """A full disk is a clean, documented error (507), not an internal one."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in FULL_DISK:
+            raise StorageFull("not enough storage space to keep the artifact; nothing was stored") from None
+        raise
 
 
 @dataclass(frozen=True)
@@ -59,16 +74,18 @@ class Upload:
         if self.size > self._max:
             raise PayloadTooLarge(f"artifact exceeds the upload limit of {self._max} bytes")
         self._digest.update(chunk)
-        self._file.write(chunk)
+        with storage_errors():
+            self._file.write(chunk)
 
     def finish(self) -> str:
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
+        with storage_errors():
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
         return self._digest.hexdigest()
 
     def discard(self) -> None:
-        if not self._file.closed:
+        with suppress(OSError):  # closing flushes; a full disk must not hide the first error
             self._file.close()
         self.path.unlink(missing_ok=True)
 
@@ -102,6 +119,7 @@ class ModelRepository:
         self.scratch = scratch_dir
         self.limits = limits or Limits()
         self._loading = threading.BoundedSemaphore(self.limits.max_concurrent_loads)
+        self._publishing = threading.RLock()
         scratch_dir.mkdir(parents=True, exist_ok=True)
 
     # ---- push ---------------------------------------------------------------------------------
@@ -130,26 +148,37 @@ class ModelRepository:
     ) -> VersionRecord:
         """Store an uploaded artifact as the model's next version, then check that it loads."""
         staging = Path(tempfile.mkdtemp(prefix="stage-", dir=self.scratch))
+        created: list[str] = []  # blobs this push added: removed again if it fails before its row exists
         try:
-            check_name(model, field="model")
-            digest = upload.finish()
-            manifest, detected = self._stage(upload, staging, framework, filename)
-            self.registry.ensure_model(model, by=by)
-            for entry in manifest:
-                self.store.put(staging / entry.path, entry.sha256)
-            record = self.registry.add_version(
-                model,
-                sha256=digest,
-                size=upload.size,
-                manifest=manifest,
-                framework=detected,
-                by=by,
-                config=config,
-            )
-        except ModelportError as exc:
-            self.registry.record_audit(
-                actor=by, action="version.push", target=model, result="refused", details={"error": exc.code}
-            )
+            with storage_errors():
+                check_name(model, field="model")
+                digest = upload.finish()
+                manifest, detected = self._stage(upload, staging, framework, filename)
+                self.registry.ensure_model(model, by=by)
+                with self._publishing:  # a failing push must not delete a blob another push just reused
+                    for entry in manifest:
+                        if not self.store.exists(entry.sha256):
+                            created.append(entry.sha256)
+                        self.store.put(staging / entry.path, entry.sha256)
+                    record = self.registry.add_version(
+                        model,
+                        sha256=digest,
+                        size=upload.size,
+                        manifest=manifest,
+                        framework=detected,
+                        by=by,
+                        config=config,
+                    )
+        except BaseException as exc:
+            self._collect_created(created)
+            if isinstance(exc, ModelportError):
+                self.registry.record_audit(
+                    actor=by,
+                    action="version.push",
+                    target=model,
+                    result="refused",
+                    details={"error": exc.code},
+                )
             raise
         finally:
             upload.discard()
@@ -184,7 +213,9 @@ class ModelRepository:
                 max_bytes=limits.archive_max_bytes,
             )
         else:
-            name = safe_member_path(filename or "model").name
+            # only the base name of a client's file name is used, and only inside the private staging dir
+            name = PurePosixPath(filename.replace("\\", "/")).name if filename else ""
+            name = name if name not in ("", ".", "..") else "model"
             os.replace(upload.path, staging / name)
         files = sorted(p for p in staging.rglob("*") if p.is_file())
         if not limits.allow_pickle:
@@ -290,6 +321,14 @@ class ModelRepository:
         self.registry.record_audit(
             actor=by, action="model.delete", target=model, details={"versions": [r.version for r in removed]}
         )
+
+    def _collect_created(self, created: list[str]) -> None:
+        if created:
+            with self._publishing:
+                referenced = self.registry.referenced_digests()
+                for sha in created:
+                    if sha not in referenced:
+                        self.store.delete(sha)
 
     def _collect(self, entries: Iterable[FileEntry]) -> None:
         """Delete blobs no remaining version references (blobs are shared by content)."""

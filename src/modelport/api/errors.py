@@ -24,6 +24,7 @@ STATUS = {
     "not_found": 404,
     "conflict": 409,
     "payload_too_large": 413,
+    "storage_full": 507,
     "unauthenticated": 401,
     "forbidden": 403,
     "not_ready": 503,

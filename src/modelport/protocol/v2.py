@@ -132,7 +132,8 @@ def decode_request(
     raw_inputs = doc.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise _fail("request needs a non-empty 'inputs' list")
-    params = doc.get("parameters") or {}
+    params = doc.get("parameters")
+    params = {} if params is None else params
     if not isinstance(params, dict):
         raise _fail("'parameters' must be an object", field="parameters")
     request_id = doc.get("id")
