@@ -117,6 +117,7 @@ def test_every_change_is_audited(api: TestClient, artifacts: dict[str, Path]) ->
         "model.delete",
     ]
     assert all(e["actor"] == "admin" and e["at"] for e in events)
+    assert all(e["details"]["from"].startswith("testclient:") for e in events)  # where each came from
     assert [e["target"] for e in api.get("/api/v1/audit", params={"action": "alias.set"}).json()] == [
         "iris@production",
         "iris@production",

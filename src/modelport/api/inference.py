@@ -22,6 +22,7 @@ from modelport.api.errors import STATUS, retry_after
 from modelport.errors import InvalidInput, ModelportError, PayloadTooLarge
 from modelport.monitoring.metrics import Metrics
 from modelport.protocol.v2 import HEADER_LENGTH, MAX_ELEMENTS, decode_request, encode_response
+from modelport.registry.records import REQUEST_SOURCE
 from modelport.security.keys import Scope
 from modelport.serving.dataplane import DataPlane
 
@@ -171,6 +172,9 @@ class InferenceFastPath:
             if match is not None:
                 await self._infer(match.group(1), match.group(2), scope, receive, send)
                 return
+        if scope["type"] == "http":  # audit events of this request name its client
+            client = scope.get("client")
+            REQUEST_SOURCE.set(f"{client[0]}:{client[1]}" if client else None)
         await self.app(scope, receive, send)
 
     async def _too_large_headers(self, scope: dict[str, Any], send: Any) -> None:

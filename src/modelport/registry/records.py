@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
+
+# Where the current request comes from (the client's address), set by the HTTP layer for each request so
+# that audit events name it without the domain code knowing about HTTP.
+REQUEST_SOURCE: ContextVar[str | None] = ContextVar("modelport_request_source", default=None)
 
 
 class VersionState(StrEnum):

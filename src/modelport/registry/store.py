@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from modelport.errors import Conflict, NotFound
 from modelport.registry.records import (
+    REQUEST_SOURCE,
     AliasRecord,
     AuditRecord,
     FileEntry,
@@ -379,6 +380,11 @@ class Registry:
         result: str = "ok",
         details: dict[str, Any] | None = None,
     ) -> None:
+        """Append one event; ``details["from"]`` is the requesting client's address when there is one."""
+        details = dict(details or {})
+        source = REQUEST_SOURCE.get()
+        if source is not None:
+            details.setdefault("from", source)
         with self._tx() as s:
             s.add(
                 AuditRow(
