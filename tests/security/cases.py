@@ -389,6 +389,8 @@ CASES: list[Case] = [
         "forbidden",
         headers={"Origin": "http://evil.example"},
     ),
+    Case("auth", "delete the audit log", "DELETE", "/api/v1/audit", 405, "method_not_allowed"),
+    Case("auth", "rewrite the audit log", "PUT", "/api/v1/audit", 405, "method_not_allowed", json=[]),
     # ---- resource exhaustion -----------------------------------------------------------------
     Case(
         "resource exhaustion",
