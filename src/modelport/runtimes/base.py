@@ -104,6 +104,35 @@ def select(outputs: Tensors, wanted: Sequence[str] | None) -> Tensors:
     return {n: outputs[n] for n in wanted}
 
 
+class BoosterRuntime:
+    """What the gradient-boosting runtimes share: a booster, its task, and a tabular signature.
+
+    Subclasses set ``framework``, implement ``recognise`` and ``load`` (which sets ``_booster``,
+    ``_task`` and ``_signature``) and ``_raw_predict`` (the booster's own output for a 2-D input).
+    """
+
+    framework: ClassVar[str]
+
+    def __init__(self) -> None:
+        self._booster: Any = None
+        self._task = "regression"
+        self._signature: Signature | None = None
+
+    def signature(self) -> Signature:
+        assert self._signature is not None, "load() first"
+        return self._signature
+
+    def _raw_predict(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def predict(self, inputs: Tensors, outputs: Sequence[str] | None = None) -> Tensors:
+        x = single_input(inputs, self.signature())
+        return tabular_outputs(self._raw_predict(x), self._task, len(x), outputs)
+
+    def unload(self) -> None:
+        self._booster = None
+
+
 def tabular_signature(width: int, task: str, classes: int = 2) -> Signature:
     """One FP64 input of ``width`` features; outputs by ``task``: ``binary`` and ``multiclass`` give
     ``predict`` (INT64 labels) and ``predict_proba``, ``labels`` only labels, ``regression`` FP64 values."""

@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
+
+import numpy as np
 
 from modelport.errors import LoadError
-from modelport.runtimes.base import (
-    Signature,
-    Tensors,
-    find_model_file,
-    single_input,
-    tabular_outputs,
-    tabular_signature,
-)
+from modelport.runtimes.base import BoosterRuntime, find_model_file, tabular_signature
 
 
-class LightGBMRuntime:
+class LightGBMRuntime(BoosterRuntime):
     framework: ClassVar[str] = "lightgbm"
-
-    def __init__(self) -> None:
-        self._booster: Any = None
-        self._task = "regression"
-        self._signature: Signature | None = None
 
     @classmethod
     def recognise(cls, path: Path) -> bool:
@@ -48,16 +37,8 @@ class LightGBMRuntime:
             self._task = "regression"
         self._signature = tabular_signature(self._booster.num_feature(), self._task, classes)
 
-    def signature(self) -> Signature:
-        assert self._signature is not None, "load() first"
-        return self._signature
-
-    def predict(self, inputs: Tensors, outputs: Sequence[str] | None = None) -> Tensors:
-        x = single_input(inputs, self.signature())
-        return tabular_outputs(self._booster.predict(x, num_threads=1), self._task, len(x), outputs)
-
-    def unload(self) -> None:
-        self._booster = None
+    def _raw_predict(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self._booster.predict(x, num_threads=1))
 
 
 def _header_value(path: Path, key: str) -> str:

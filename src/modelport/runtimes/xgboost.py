@@ -3,28 +3,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
+
+import numpy as np
 
 from modelport.errors import LoadError
-from modelport.runtimes.base import (
-    Signature,
-    Tensors,
-    find_model_file,
-    single_input,
-    tabular_outputs,
-    tabular_signature,
-)
+from modelport.runtimes.base import BoosterRuntime, find_model_file, tabular_signature
 
 
-class XGBoostRuntime:
+class XGBoostRuntime(BoosterRuntime):
     framework: ClassVar[str] = "xgboost"
-
-    def __init__(self) -> None:
-        self._booster: Any = None
-        self._task = "regression"
-        self._signature: Signature | None = None
 
     @classmethod
     def recognise(cls, path: Path) -> bool:
@@ -52,15 +41,7 @@ class XGBoostRuntime:
             self._task = "regression"
         self._signature = tabular_signature(self._booster.num_features(), self._task, classes)
 
-    def signature(self) -> Signature:
-        assert self._signature is not None, "load() first"
-        return self._signature
-
-    def predict(self, inputs: Tensors, outputs: Sequence[str] | None = None) -> Tensors:
+    def _raw_predict(self, x: np.ndarray) -> np.ndarray:
         import xgboost
 
-        x = single_input(inputs, self.signature())
-        return tabular_outputs(self._booster.predict(xgboost.DMatrix(x)), self._task, len(x), outputs)
-
-    def unload(self) -> None:
-        self._booster = None
+        return np.asarray(self._booster.predict(xgboost.DMatrix(x)))
