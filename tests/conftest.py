@@ -75,6 +75,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def stop_process(proc: subprocess.Popen[bytes], grace: float = 20) -> None:
+    """Stop a process this suite started, by its own handle: SIGTERM, then SIGKILL after ``grace``."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class RunningServer:
     """A real ``modelport serve`` process on 127.0.0.1, stopped by its own PID."""
 
@@ -132,13 +143,7 @@ class RunningServer:
         raise RuntimeError("server did not become ready")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self.log.close()
 
 

@@ -63,6 +63,25 @@ def write_lightgbm(path: Path, classifier: bool = False) -> Path:
     return path
 
 
+def onnx_with_external_data(location: str) -> bytes:
+    """y = x @ W where W (1x2, ones) claims to be stored in the file ``location``."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = numpy_helper.from_array(np.ones((1, 2), dtype=np.float32), "W")
+    weights.data_location = TensorProto.EXTERNAL
+    del weights.external_data[:]
+    weights.external_data.add(key="location", value=location)
+    weights.ClearField("raw_data")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["y"])],
+        "ext",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 2])],
+        [weights],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
 class Canary:
     """A pickle whose loading writes a file: proof that code ran."""
 

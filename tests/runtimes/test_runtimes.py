@@ -124,28 +124,10 @@ def test_forest_fast_path_is_bit_identical(catalog: RuntimeCatalog, tmp_path: Pa
 
 
 def test_onnx_external_data_must_stay_inside_the_artifact(catalog: RuntimeCatalog, tmp_path: Path) -> None:
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    def model_with_external(location: str) -> onnx.ModelProto:
-        weights = numpy_helper.from_array(np.ones((1, 2), dtype=np.float32), "W")
-        weights.data_location = TensorProto.EXTERNAL
-        del weights.external_data[:]
-        weights.external_data.add(key="location", value=location)
-        weights.ClearField("raw_data")
-        graph = helper.make_graph(
-            [helper.make_node("MatMul", ["x", "W"], ["y"])],
-            "ext",
-            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 1])],
-            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 2])],
-            [weights],
-        )
-        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-
     good = tmp_path / "good"
     good.mkdir()
     (good / "weights.bin").write_bytes(np.ones((1, 2), dtype=np.float32).tobytes())
-    onnx.save_model(model_with_external("weights.bin"), good / "model.onnx")
+    (good / "model.onnx").write_bytes(fixtures.onnx_with_external_data("weights.bin"))
     rt = catalog.get("onnx")()
     rt.load(good)
     assert rt.predict({"x": np.ones((1, 1), dtype=np.float32)})["y"].tolist() == [[1.0, 1.0]]
@@ -155,6 +137,6 @@ def test_onnx_external_data_must_stay_inside_the_artifact(catalog: RuntimeCatalo
     for location in ("../secret.bin", str(secret)):
         bad = tmp_path / f"bad{len(location)}"
         bad.mkdir()
-        onnx.save_model(model_with_external(location), bad / "model.onnx")
+        (bad / "model.onnx").write_bytes(fixtures.onnx_with_external_data(location))
         with pytest.raises(LoadError, match="outside"):
             catalog.get("onnx")().load(bad)

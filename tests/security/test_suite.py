@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -38,24 +37,6 @@ class World:
 
 def files_outside(root: Path, data: Path) -> set[str]:
     return {str(p) for p in root.rglob("*") if data not in p.parents and p != data}
-
-
-def external_onnx(tmp: Path) -> bytes:
-    """An ONNX model whose weights claim to live in ../secret.bin."""
-    from onnx import TensorProto, helper, numpy_helper
-
-    w = numpy_helper.from_array(np.ones((1, 2), dtype=np.float32), "W")
-    w.data_location = TensorProto.EXTERNAL
-    w.external_data.add(key="location", value="../secret.bin")
-    w.ClearField("raw_data")
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "W"], ["y"])],
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 1])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 2])],
-        [w],
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +69,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, artifacts: dict[str, Path]) 
         ctx = {
             "keys": keys,
             "skops": artifacts["iris.skops"].read_bytes(),
-            "onnx_outside": external_onnx(root),
+            "onnx_outside": fixtures.onnx_with_external_data("../secret.bin"),
         }
         answer = api.post("/v2/models/iris/infer", json=ROW).json()
         yield World(services, api, root, answer, ctx)
