@@ -171,6 +171,17 @@ def test_workers_share_the_data_dir_and_follow_alias_moves(
                 if line.startswith('modelport_inference_requests_total{model="iris"')
             )
             assert counted == asked
+        # a revocation made through one worker applies to the next management call on any worker
+        with Client(server.url, ADMIN_KEY) as client:
+            secret = client.create_key("temp", ["read"])["key"]
+            temp = {"Authorization": f"Bearer {secret}"}
+            assert {
+                httpx.get(f"{server.url}/api/v1/models", headers=temp).status_code for _ in range(10)
+            } == {200}
+            client.revoke_key("temp")
+            assert {
+                httpx.get(f"{server.url}/api/v1/models", headers=temp).status_code for _ in range(10)
+            } == {401}
     finally:
         server.stop()
 

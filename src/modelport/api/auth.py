@@ -1,7 +1,8 @@
 """Who is calling: the bearer key, checked against the registry, and the scope a route needs.
 
-Verified keys are cached per process; the cache is dropped whenever the registry changes (a revocation
-is a change), locally at once and in other worker processes at their next reconcile.
+Management and metadata calls look the key up in the registry every time. The inference hot path
+caches verified keys per process; that cache is dropped whenever the registry changes (a revocation is
+a change), at once in the process that made the change and at the next reconcile (1 s) in the others.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ class Authenticator:
             if not self.enabled:
                 return ANONYMOUS_ADMIN
             token = self._token(request.headers.get("authorization"))
-            who = self._cached(token) or self._lookup(token)
+            who = self._lookup(token)  # not cached: a revocation made by any worker applies at once
             return self._check(who, scopes)
         except (Unauthenticated, Forbidden) as exc:
             if management:
