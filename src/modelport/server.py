@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -109,5 +108,4 @@ def build_app(services: Services) -> InferenceFastPath:
 def worker_app() -> InferenceFastPath:
     """App factory for each process of ``modelport serve --workers N`` (settings come from the env)."""
     settings = load_settings()
-    os.environ.setdefault("MODELPORT_WORKER", "1")
     return build_app(build_services(settings, primary=False))

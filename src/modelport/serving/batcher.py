@@ -77,8 +77,6 @@ class Batcher:
         self._worker: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.inflight = 0
-        self.batches = 0
-        self.batched_rows = 0
 
     async def submit(
         self, inputs: Tensors, outputs: Sequence[str] | None = None, timeout: float | None = None
@@ -158,11 +156,8 @@ class Batcher:
     async def _execute(self, batch: list[_Pending]) -> None:
         loop = asyncio.get_running_loop()
         outputs = batch[0].outputs
-        rows = sum(p.rows for p in batch)
-        self.batches += 1
-        self.batched_rows += rows
         if self._on_batch is not None:
-            self._on_batch(rows)
+            self._on_batch(sum(p.rows for p in batch))
         if len(batch) == 1:
             await self._run_one(batch[0])
             return
@@ -197,12 +192,6 @@ class Batcher:
             raise ValueError("outputs are not per-row; the model cannot be batched")
         offsets = np.cumsum([0] + [p.rows for p in batch])
         return [{n: a[offsets[i] : offsets[i + 1]] for n, a in result.items()} for i in range(len(batch))]
-
-    async def drain(self, timeout: float = 30.0) -> None:
-        """Wait until every queued and running request has finished."""
-        deadline = time.monotonic() + timeout
-        while (self._queue or self.inflight) and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
 
     def close(self) -> None:
         if self._worker is not None and self._loop is not None and not self._loop.is_closed():
