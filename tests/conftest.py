@@ -38,10 +38,10 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 IN_PROCESS_HOSTS = ["testserver", "test", "t"]  # the Host headers of in-process test clients
 
 
-def make_services(data_dir: Path, **overrides: object) -> Services:
+def make_services(data_dir: Path, *, primary: bool = True, **overrides: object) -> Services:
     overrides.setdefault("allowed_hosts", IN_PROCESS_HOSTS)
     settings = Settings(data_dir=data_dir, admin_key=ADMIN_KEY, **overrides)  # type: ignore[arg-type]
-    services = build_services(settings)
+    services = build_services(settings, primary=primary)
     services.repository.runtimes.runtimes["fake"] = fixtures.FakeRuntime  # type: ignore[assignment]
     services.repository.runtimes.runtimes["fake-proc"] = fixtures.FakeProcessRuntime  # type: ignore[assignment]
     return services

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris
 
+from modelport.runtimes.base import Capabilities, Placement, RuntimeBase
+
 IRIS_X, IRIS_Y = load_iris(return_X_y=True)
 CANCER_X, CANCER_Y = load_breast_cancer(return_X_y=True)
 DIABETES_X, DIABETES_Y = load_diabetes(return_X_y=True)
@@ -97,7 +99,7 @@ def write_pickle(path: Path, canary: Path) -> Path:
     return path
 
 
-class FakeRuntime:
+class FakeRuntime(RuntimeBase):
     """A test runtime (MLServer's pattern): ``y = 2 * x`` with a configurable delay and failure.
 
     Its artifact is ``modelport-fake:`` followed by JSON, e.g. ``{"delay": 0.2, "width": 3}``. Rows with a
@@ -117,7 +119,7 @@ class FakeRuntime:
         with path.open("rb") as f:
             return f.read(len(cls.MAGIC)) == cls.MAGIC
 
-    def load(self, artifact_dir: Path) -> None:
+    def load(self, artifact_dir: Path, device: str = "cpu") -> None:
         import json
 
         (path,) = [p for p in artifact_dir.rglob("*") if p.is_file() and self.recognise(p)]
@@ -155,4 +157,4 @@ class FakeProcessRuntime(FakeRuntime):
 
     framework = "fake-proc"
     MAGIC = b"modelport-fake-proc:"
-    releases_gil = False
+    capabilities = Capabilities(placement=Placement.PROCESS)

@@ -105,7 +105,7 @@ def install_demo(repository: ModelRepository) -> list[DemoModel]:
     models = demo_models()
     with tempfile.TemporaryDirectory() as tmp:
         for demo in models:
-            if repository.registry.find_model(demo.name) and repository.registry.find_alias(
+            if repository.registry.models.find_model(demo.name) and repository.registry.aliases.find(
                 demo.name, "production"
             ):
                 continue

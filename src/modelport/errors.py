@@ -8,11 +8,13 @@ class ModelportError(Exception):
 
     code = "internal"
     retry_after: float | None = None  # seconds; answered as a Retry-After header
+    status_code: int | None = None  # the HTTP status it came with, when the SDK raised it
 
-    def __init__(self, message: str, *, field: str | None = None) -> None:
+    def __init__(self, message: str, *, field: str | None = None, status_code: int | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.field = field
+        self.status_code = status_code
 
 
 class InvalidInput(ModelportError):

@@ -26,7 +26,7 @@ from modelport.errors import LoadError, ModelportError, NotReady, PayloadTooLarg
 from modelport.names import check_name
 from modelport.registry import AliasRecord, Registry, VersionRecord, VersionState
 from modelport.registry.records import FileEntry
-from modelport.runtimes.base import Runtime, Signature
+from modelport.runtimes.base import Capabilities, Placement, Runtime, Signature
 from modelport.runtimes.catalog import RuntimeCatalog
 from modelport.runtimes.process import ProcessRuntime
 from modelport.runtimes.sandbox import SandboxLimits
@@ -35,6 +35,7 @@ from modelport.storage.base import ArtifactStore, sha256_file
 from modelport.storage.sniff import UploadKind, classify_upload, refuse_unsafe
 
 FULL_DISK = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+ORPHAN_PAGE = 1000  # digests checked per registry query when sweeping the store
 
 
 @contextmanager
@@ -96,6 +97,8 @@ class LoadedVersion:
     runtime: Runtime
     signature: Signature
     workdir: Path
+    capabilities: Capabilities  # the framework's declaration (``runtime`` may be a process wrapper)
+    device: str
 
     def close(self) -> None:
         try:
@@ -119,7 +122,6 @@ class ModelRepository:
         self.scratch = scratch_dir
         self.limits = limits or Limits()
         self._loading = threading.BoundedSemaphore(self.limits.max_concurrent_loads)
-        self._publishing = threading.RLock()
         scratch_dir.mkdir(parents=True, exist_ok=True)
 
     # ---- push ---------------------------------------------------------------------------------
@@ -149,30 +151,36 @@ class ModelRepository:
         """Store an uploaded artifact as the model's next version, then check that it loads."""
         staging = Path(tempfile.mkdtemp(prefix="stage-", dir=self.scratch))
         created: list[str] = []  # blobs this push added: removed again if it fails before its row exists
+        pin: str | None = None
         try:
             with storage_errors():
                 check_name(model, field="model")
                 digest = upload.finish()
                 manifest, detected = self._stage(upload, staging, framework, filename)
-                self.registry.ensure_model(model, by=by)
-                with self._publishing:  # a failing push must not delete a blob another push just reused
-                    for entry in manifest:
-                        if not self.store.exists(entry.sha256):
-                            created.append(entry.sha256)
-                        self.store.put(staging / entry.path, entry.sha256)
-                    record = self.registry.add_version(
-                        model,
-                        sha256=digest,
-                        size=upload.size,
-                        manifest=manifest,
-                        framework=detected,
-                        by=by,
-                        config=config,
-                    )
+                self.registry.models.ensure_model(model, by=by)
+                # pinned before the store is looked at: a concurrent delete (any process, any host)
+                # cannot collect a blob this push is about to reuse
+                pin = self.registry.blobs.pin(e.sha256 for e in manifest)
+                for entry in manifest:
+                    if not self.store.exists(entry.sha256):
+                        created.append(entry.sha256)
+                    self.store.put(staging / entry.path, entry.sha256)
+                record = self.registry.models.add_version(
+                    model,
+                    sha256=digest,
+                    size=upload.size,
+                    manifest=manifest,
+                    framework=detected,
+                    by=by,
+                    config=config,
+                )
+                self.registry.blobs.unpin(pin)  # the version's files reference the blobs now
         except BaseException as exc:
-            self._collect_created(created)
+            if pin is not None:
+                self.registry.blobs.unpin(pin)
+            self.registry.blobs.collect(created, self.store.delete)
             if isinstance(exc, ModelportError):
-                self.registry.record_audit(
+                self.registry.audit.record(
                     actor=by,
                     action="version.push",
                     target=model,
@@ -184,7 +192,7 @@ class ModelRepository:
             upload.discard()
             shutil.rmtree(staging, ignore_errors=True)
         record = self.check(record)
-        self.registry.record_audit(
+        self.registry.audit.record(
             actor=by,
             action="version.push",
             target=f"{model}/{record.version}",
@@ -243,51 +251,52 @@ class ModelRepository:
             return self._fail(record, f"a test batch failed: {type(exc).__name__}: {str(exc)[:300]}")
         finally:
             loaded.close()
-        return self.registry.set_version_state(
+        return self.registry.models.set_version_state(
             record.model, record.version, VersionState.READY, signature=loaded.signature.as_dict()
         )
 
     def _fail(self, record: VersionRecord, reason: str) -> VersionRecord:
-        return self.registry.set_version_state(
+        return self.registry.models.set_version_state(
             record.model, record.version, VersionState.FAILED, error=reason
         )
 
-    def load(self, record: VersionRecord, *, require_ready: bool = True) -> LoadedVersion:
-        """Materialise the version's files (sha256 verified) into a private directory and load them."""
+    def load(
+        self, record: VersionRecord, *, require_ready: bool = True, device: str = "cpu"
+    ) -> LoadedVersion:
+        """Materialise the version's files (sha256 verified) into a private directory and load them
+        where the runtime declares it must run: in this process, a worker process or a sandbox."""
         if require_ready and record.state is not VersionState.READY:
             raise NotReady(f"version {record.version} of {record.model!r} is {record.state.value}")
         if record.framework is None:
             raise LoadError("the version has no framework")
         with self._loading:  # loads are memory- and CPU-heavy: only a few at once
-            return self._load(record)
+            return self._load(record, record.framework, device)
 
-    def _load(self, record: VersionRecord) -> LoadedVersion:
-        assert record.framework is not None
+    def _load(self, record: VersionRecord, framework: str, device: str) -> LoadedVersion:
         workdir = Path(tempfile.mkdtemp(prefix="load-", dir=self.scratch))
         try:
             for entry in record.manifest:
                 dest = workdir.joinpath(*safe_member_path(entry.path).parts)
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 self.store.fetch(entry.sha256, dest)
-            runtime_cls = self.runtimes.get(record.framework)
+            runtime_cls = self.runtimes.get(framework)
+            capabilities = runtime_cls.capabilities
             runtime: Runtime
-            if getattr(runtime_cls, "sandboxed", False):
+            if capabilities.placement is Placement.SANDBOX:
                 runtime = ProcessRuntime(runtime_cls, self.limits.sandbox)
-            elif not getattr(runtime_cls, "releases_gil", True):
+            elif capabilities.placement is Placement.PROCESS:
                 runtime = ProcessRuntime(runtime_cls)
             else:
                 runtime = runtime_cls()
             try:
-                runtime.load(workdir)
+                runtime.load(workdir, device)
             except ModelportError as exc:
                 # framework messages often quote the file's absolute path; callers must not see it
                 exc.message = exc.message.replace(f"{workdir}/", "").replace(str(self.scratch), "<scratch>")
                 raise
             except Exception as exc:
-                raise LoadError(
-                    f"{record.framework} could not load the model: {type(exc).__name__}"
-                ) from None
-            return LoadedVersion(record, runtime, runtime.signature(), workdir)
+                raise LoadError(f"{framework} could not load the model: {type(exc).__name__}") from None
+            return LoadedVersion(record, runtime, runtime.signature(), workdir, capabilities, device)
         except BaseException:
             shutil.rmtree(workdir, ignore_errors=True)
             raise
@@ -295,47 +304,36 @@ class ModelRepository:
     # ---- aliases ------------------------------------------------------------------------------
     def promote(self, model: str, alias: str, version: int, *, by: str) -> AliasRecord:
         check_name(alias, field="alias")
-        record = self.registry.set_alias(model, alias, version, by=by)
-        self.registry.record_audit(
+        record = self.registry.aliases.set(model, alias, version, by=by)
+        self.registry.audit.record(
             actor=by, action="alias.set", target=f"{model}@{alias}", details={"version": version}
         )
         return record
 
     def rollback(self, model: str, alias: str, *, by: str) -> AliasRecord:
-        record = self.registry.rollback_alias(model, alias, by=by)
-        self.registry.record_audit(
+        record = self.registry.aliases.rollback(model, alias, by=by)
+        self.registry.audit.record(
             actor=by, action="alias.rollback", target=f"{model}@{alias}", details={"version": record.version}
         )
         return record
 
     # ---- delete -------------------------------------------------------------------------------
     def delete_version(self, model: str, version: int, *, by: str) -> VersionRecord:
-        record = self.registry.delete_version(model, version)
+        record = self.registry.models.delete_version(model, version)
         self._collect(record.manifest)
-        self.registry.record_audit(actor=by, action="version.delete", target=f"{model}/{version}")
+        self.registry.audit.record(actor=by, action="version.delete", target=f"{model}/{version}")
         return record
 
     def delete_model(self, model: str, *, by: str) -> None:
-        removed = self.registry.delete_model(model)
+        removed = self.registry.models.delete_model(model)
         self._collect(entry for record in removed for entry in record.manifest)
-        self.registry.record_audit(
+        self.registry.audit.record(
             actor=by, action="model.delete", target=model, details={"versions": [r.version for r in removed]}
         )
 
-    def _collect_created(self, created: list[str]) -> None:
-        if created:
-            with self._publishing:
-                referenced = self.registry.referenced_digests()
-                for sha in created:
-                    if sha not in referenced:
-                        self.store.delete(sha)
-
     def _collect(self, entries: Iterable[FileEntry]) -> None:
         """Delete blobs no remaining version references (blobs are shared by content)."""
-        candidates = {e.sha256 for e in entries}
-        if candidates:
-            for sha in candidates - self.registry.referenced_digests():
-                self.store.delete(sha)
+        self.registry.blobs.collect({e.sha256 for e in entries}, self.store.delete)
 
     # ---- start-up recovery --------------------------------------------------------------------
     def recover(self) -> dict[str, int]:
@@ -345,14 +343,15 @@ class ModelRepository:
                 shutil.rmtree(leftover, ignore_errors=True)
             else:
                 leftover.unlink(missing_ok=True)
-        referenced = self.registry.referenced_digests()
-        orphans = [sha for sha in self.store.digests() if sha not in referenced]
-        for sha in orphans:
-            self.store.delete(sha)
-        pending = self.registry.pending_versions()
+        orphans = 0
+        after: str | None = None
+        while page := self.store.digests(after=after, limit=ORPHAN_PAGE):
+            orphans += len(self.registry.blobs.collect(page, self.store.delete))
+            after = page[-1]
+        pending = self.registry.models.pending_versions()
         for record in pending:
             self.check(record)
-        return {"orphans": len(orphans), "rechecked": len(pending)}
+        return {"orphans": orphans, "rechecked": len(pending)}
 
 
 def smoke_test(loaded: LoadedVersion) -> None:

@@ -16,11 +16,11 @@ from modelport.runtimes.catalog import RuntimeCatalog
 from modelport.runtimes.sandbox import SandboxLimits
 from modelport.security.keys import KeyService
 from modelport.serving.batcher import BatchPolicy
-from modelport.serving.cache import ModelCache
+from modelport.serving.cache import Budgets, ModelCache
 from modelport.serving.dataplane import DataPlane
 from modelport.settings import Settings, load_settings
 from modelport.storage.crypto import BlobCipher, parse_key
-from modelport.storage.local import LocalArtifactStore
+from modelport.storage.factory import open_store
 
 log = logging.getLogger("modelport")
 
@@ -41,17 +41,15 @@ class Services:
         self.registry.engine.dispose()
 
 
-def batch_policy(settings: Settings) -> BatchPolicy:
-    return BatchPolicy(settings.max_batch_size, settings.max_batch_delay_ms / 1000, settings.max_queue)
+def policy_for(settings: Settings) -> Callable[[VersionRecord], BatchPolicy]:
+    """A version's batching: its own serving config where it sets one, else the server's settings."""
 
-
-def policy_for(defaults: BatchPolicy) -> Callable[[VersionRecord], BatchPolicy]:
     def policy(record: VersionRecord) -> BatchPolicy:
         batching = record.config.get("batching", {})
         return BatchPolicy(
-            int(batching.get("max_batch_size", defaults.max_batch_size)),
-            float(batching.get("max_delay_ms", defaults.max_delay * 1000)) / 1000,
-            int(batching.get("max_queue", defaults.max_queue)),
+            int(batching.get("max_batch_size", settings.max_batch_size)),
+            float(batching.get("max_delay_ms", settings.max_batch_delay_ms)) / 1000,
+            int(batching.get("max_queue", settings.max_queue)),
         )
 
     return policy
@@ -68,7 +66,7 @@ def build_services(settings: Settings, *, primary: bool = True) -> Services:
         migrate(engine)
     registry = Registry(engine)
     cipher = BlobCipher(parse_key(settings.encryption_key)) if settings.encryption_key else None
-    store = LocalArtifactStore(data_dir / "artifacts", cipher)
+    store = open_store(settings.resolved_store_url, cipher)
     repository = ModelRepository(
         registry,
         store,
@@ -92,10 +90,10 @@ def build_services(settings: Settings, *, primary: bool = True) -> Services:
             log.warning("recovered after an unclean stop: %s", recovered)
         generated = keys.bootstrap_admin(data_dir, settings.admin_key) if settings.auth else None
     executor = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="modelport-infer")
-    cache = ModelCache(
-        repository, executor, int(settings.model_memory_budget), policy_for(batch_policy(settings))
-    )
+    budgets = Budgets(int(settings.model_memory_budget), int(settings.gpu_memory_budget))
+    cache = ModelCache(repository, executor, budgets, policy_for(settings))
     dataplane = DataPlane(registry, cache, settings.request_timeout)
+    dataplane.observers.add(cache.metrics)
     return Services(settings, registry, repository, dataplane, keys, executor, generated)
 
 

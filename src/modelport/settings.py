@@ -16,6 +16,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from modelport import limits
 from modelport.errors import ConfigError
 
 
@@ -26,6 +27,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     database_url: str | None = None
+    store_url: str | None = None  # artifact store: file:///path or a plain path (s3:// with cluster mode)
     admin_key: str | None = None
     auth: bool = True
     max_upload_bytes: int = Field(2 * 1024**3, gt=0)
@@ -42,10 +44,11 @@ class Settings(BaseSettings):
     archive_max_bytes: int = Field(8 * 1024**3, gt=0)
     # serving engine
     model_memory_budget: ByteSize = Field(ByteSize(4 * 1024**3), gt=0)
+    gpu_memory_budget: ByteSize = Field(ByteSize(0), ge=0)  # 0: versions are never placed on a GPU
     request_timeout: float = Field(30.0, gt=0)
-    max_batch_size: int = Field(256, ge=1, le=1_000_000)
-    max_batch_delay_ms: float = Field(2.0, ge=0, le=10_000)
-    max_queue: int = Field(1024, ge=1)
+    max_batch_size: int = Field(limits.MAX_BATCH_SIZE, ge=1, le=limits.BATCH_SIZE_LIMIT)
+    max_batch_delay_ms: float = Field(limits.MAX_BATCH_DELAY_MS, ge=0, le=limits.BATCH_DELAY_LIMIT_MS)
+    max_queue: int = Field(limits.MAX_QUEUE, ge=1, le=limits.QUEUE_LIMIT)
     inference_threads: int = Field(default_factory=lambda: len(os.sched_getaffinity(0)), ge=1)  # usable cores
     reconcile_interval: float = Field(1.0, gt=0)
     workers: int = Field(1, ge=1, le=256)
@@ -70,6 +73,12 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'registry.db').resolve()}"
+
+    @property
+    def resolved_store_url(self) -> str:
+        if self.store_url:
+            return self.store_url
+        return (self.data_dir / "artifacts").resolve().as_uri()
 
     def to_env(self) -> dict[str, str]:
         """These settings as ``MODELPORT_*`` variables, for worker processes started by ``--workers``."""

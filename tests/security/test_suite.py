@@ -83,8 +83,8 @@ def assert_invariants(world: World, outside_before: set[str]) -> None:
     assert files_outside(world.root, world.data) == outside_before
     assert not any(os.path.exists(p) for p in ESCAPES)
     referenced = set()
-    for model in world.services.registry.list_models():
-        for v in world.services.registry.list_versions(model.name):
+    for model in world.services.registry.models.list_models():
+        for v in world.services.registry.models.list_versions(model.name):
             assert v.state.value in ("ready", "failed"), v
             for f in v.manifest:
                 referenced.add(f.sha256)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from modelport.errors import IntegrityError, NotReady
+from modelport.errors import IntegrityError, NotFound, NotReady
 from modelport.registry import VersionState
 from modelport.registry.records import FileEntry
 from modelport.server import Services
@@ -25,7 +25,7 @@ def test_put_is_content_addressed_and_fetch_verifies(tmp_path: Path) -> None:
     src.write_bytes(b"model bytes")
     sha = hashlib.sha256(b"model bytes").hexdigest()
     store.put(src, sha)
-    assert not src.exists() and store.exists(sha) and list(store.digests()) == [sha]
+    assert not src.exists() and store.exists(sha) and store.digests() == [sha]
     assert (tmp_path / "store" / "sha256" / sha[:2] / sha).read_bytes() == b"model bytes"
     store.fetch(sha, tmp_path / "out")
     assert (tmp_path / "out").read_bytes() == b"model bytes"
@@ -35,6 +35,23 @@ def test_put_is_content_addressed_and_fetch_verifies(tmp_path: Path) -> None:
     assert not (tmp_path / "out2").exists()
     with pytest.raises(IntegrityError):
         store.fetch("../../etc/passwd", tmp_path / "x")
+    with pytest.raises(NotFound):
+        store.fetch("0" * 64, tmp_path / "missing")
+    assert not (tmp_path / "missing").exists()
+    with store.open(sha) as f:
+        assert f.read() == b"tampered!!!"  # the raw layer reads the bytes as kept, unchecked
+
+
+def test_sweep_temp_removes_only_interrupted_writes(tmp_path: Path) -> None:
+    store = LocalArtifactStore(tmp_path / "store")
+    src = tmp_path / "blob"
+    src.write_bytes(b"kept")
+    sha = hashlib.sha256(b"kept").hexdigest()
+    store.put(src, sha)
+    shard = tmp_path / "store" / "sha256" / sha[:2]
+    (shard / ".tmp-abc123").write_bytes(b"half a blob")
+    assert store.sweep_temp() == 1
+    assert [p.name for p in shard.iterdir()] == [sha] and store.digests() == [sha]
 
 
 def test_corrupted_artifact_refuses_to_load_and_others_serve(
@@ -43,7 +60,7 @@ def test_corrupted_artifact_refuses_to_load_and_others_serve(
     push(api, "iris", artifacts["iris.skops"])
     push(api, "onnx", artifacts["cancer.onnx"])
     blob = services.settings.data_dir / "artifacts" / "sha256"
-    sha = services.registry.get_version("iris", 1).manifest[0].sha256
+    sha = services.registry.models.get_version("iris", 1).manifest[0].sha256
     (blob / sha[:2] / sha).write_bytes(b"corrupted")
     services.dataplane.evict("iris")
     row = {"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64", "data": [1, 2, 3, 4]}]}
@@ -64,9 +81,9 @@ def test_recover_removes_orphans_and_scratch(tmp_path: Path, artifacts: dict[str
     services.close()
 
     again = make_services(tmp_path / "d")
-    assert list(again.repository.store.digests()) == [record.manifest[0].sha256]
+    assert again.repository.store.digests() == [record.manifest[0].sha256]
     assert list((tmp_path / "d" / "tmp").iterdir()) == []
-    assert again.registry.get_version("iris", 1).state is VersionState.READY
+    assert again.registry.models.get_version("iris", 1).state is VersionState.READY
     again.close()
 
 
@@ -77,8 +94,8 @@ def test_recover_rechecks_versions_left_pending(tmp_path: Path, artifacts: dict[
     staged = tmp_path / "copy"
     staged.write_bytes(path.read_bytes())
     services.repository.store.put(staged, sha)
-    services.registry.ensure_model("iris", by="t")
-    services.registry.add_version(  # committed, but the process died before its check ran
+    services.registry.models.ensure_model("iris", by="t")
+    services.registry.models.add_version(  # committed, but the process died before its check ran
         "iris",
         sha256=sha,
         size=path.stat().st_size,
@@ -91,7 +108,7 @@ def test_recover_rechecks_versions_left_pending(tmp_path: Path, artifacts: dict[
     services.close()
 
     again = make_services(tmp_path / "d")
-    record = again.registry.get_version("iris", 1)
+    record = again.registry.models.get_version("iris", 1)
     assert record.state is VersionState.READY and record.signature
     result = asyncio.run(
         again.dataplane.predict("iris", "1", {"input-0": fixtures.IRIS_X[:2]}, {"input-0": "FP64"})
@@ -112,14 +129,14 @@ def test_loads_are_bounded(tmp_path: Path, artifacts: dict[str, Path]) -> None:
     lock = threading.Lock()
     real_load = repo._load
 
-    def counting_load(rec):  # type: ignore[no-untyped-def]
+    def counting_load(*args, **kwargs):  # type: ignore[no-untyped-def]  # whatever _load takes
         nonlocal active, peak
         with lock:
             active += 1
             peak = max(peak, active)
         time.sleep(0.05)
         try:
-            return real_load(rec)
+            return real_load(*args, **kwargs)
         finally:
             with lock:
                 active -= 1

@@ -37,7 +37,7 @@ def create_app(
     on_shutdown: Callable[[], None] | None = None,
 ) -> InferenceFastPath:
     auth = Authenticator(keys, settings.auth, allowed_hosts(settings.host, settings.allowed_hosts))
-    dataplane.on_change.append(auth.forget)
+    dataplane.on_keys_changed.append(auth.forget)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -60,9 +60,7 @@ def create_app(
     )
     install_error_handlers(app)
     metrics = dataplane.cache.metrics
-    handler = v2.install(
-        app, dataplane, auth, settings.max_request_bytes, metrics, settings.max_tensor_elements
-    )
+    handler = v2.install(app, dataplane, auth, settings.max_request_bytes, settings.max_tensor_elements)
 
     @app.get("/metrics", include_in_schema=False)
     def prometheus(request: Request) -> Response:

@@ -71,7 +71,7 @@ class Authenticator:
             return self._check(who, scopes)
         except (Unauthenticated, Forbidden) as exc:
             if management:
-                self.keys.registry.record_audit(
+                self.keys.registry.audit.record(
                     actor=who.name if who else "anonymous",
                     action="auth.denied",
                     target=f"{request.method} {request.url.path}"[:256],

@@ -20,11 +20,17 @@ import orjson
 from modelport.api.auth import Authenticator
 from modelport.api.errors import STATUS, retry_after
 from modelport.errors import InvalidInput, ModelportError, PayloadTooLarge
-from modelport.monitoring.metrics import Metrics
-from modelport.protocol.v2 import HEADER_LENGTH, MAX_ELEMENTS, decode_request, encode_response
+from modelport.protocol.v2 import (
+    HEADER_LENGTH,
+    MAX_ELEMENTS,
+    InferenceRequest,
+    decode_request,
+    encode_response,
+)
 from modelport.registry.records import REQUEST_SOURCE
 from modelport.security.keys import Scope
-from modelport.serving.dataplane import DataPlane
+from modelport.serving.dataplane import DataPlane, Prediction
+from modelport.serving.observers import InferenceEvent
 
 log = logging.getLogger("modelport.api")
 INFER_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
@@ -82,14 +88,12 @@ class InferenceHandler:
         dataplane: DataPlane,
         auth: Authenticator,
         max_body: int,
-        metrics: Metrics,
         max_elements: int = MAX_ELEMENTS,
     ) -> None:
         self.max_elements = max_elements
         self.dataplane = dataplane
         self.auth = auth
         self.max_body = max_body
-        self.metrics = metrics
 
     async def respond(
         self,
@@ -98,26 +102,39 @@ class InferenceHandler:
         read_body: Callable[[], Awaitable[bytes]],
         headers: Mapping[str, str],
     ) -> tuple[int, Headers, bytes]:
-        """Answer one inference request, errors included, and record it in the metrics."""
+        """Answer one inference request, errors included, and report it to the data plane's observers."""
         started = time.perf_counter()
-        served = ""
+        prediction: Prediction | None = None
+        error: str | None = None
         try:
-            out_headers, payload, served = await self(model, version, await read_body(), headers)
+            request, prediction = await self.predict(model, version, await read_body(), headers)
+            out_headers, payload = encode(model, request, prediction)
             status = 200
         except ModelportError as exc:
             status, out_headers, payload = v2_error(exc)
+            error = exc.code
         except Exception:
             log.exception("unhandled error on inference for %s", model)
             status, out_headers, payload = 500, list(JSON), b'{"error":"internal server error"}'
-        label = model if status != 404 else ""  # unknown names must not grow the label set
-        self.metrics.requests.labels(label, served, str(status)).inc()
-        self.metrics.latency.labels(label).observe(time.perf_counter() - started)
+            error = "internal"
+        self.dataplane.observers.notify(
+            InferenceEvent(
+                model=model if status != 404 else "",  # unknown names must not grow label sets
+                version=prediction.version.version if prediction else None,
+                surface="v2",
+                status=status,
+                duration=time.perf_counter() - started,
+                error=error,
+                inputs=prediction.inputs if prediction else {},
+                outputs=prediction.outputs if prediction else {},
+            )
+        )
         return status, out_headers, payload
 
-    async def __call__(
+    async def predict(
         self, model: str, version: str | None, body: bytes, headers: Mapping[str, str]
-    ) -> tuple[Headers, bytes, str]:
-        """Returns the response headers, body and the version that answered; raises for error answers."""
+    ) -> tuple[InferenceRequest, Prediction]:
+        """Authorise, decode and run one request; raises for error answers."""
         (await self.auth.authorize(headers.get("authorization"), Scope.INFER)).require_model(model)
         body = decompress(body, headers.get("content-encoding"), self.max_body)
         header = headers.get(HEADER_LENGTH)
@@ -125,20 +142,26 @@ class InferenceHandler:
             raise InvalidInput("Inference-Header-Content-Length must be a number")
         decoded = decode_request(body, int(header) if header is not None else None, self.max_elements)
         wanted = [o.name for o in decoded.outputs] if decoded.outputs else None
-        result = await self.dataplane.predict(
+        prediction = await self.dataplane.predict(
             model, version, decoded.inputs, decoded.datatypes, wanted, _timeout_seconds(decoded.parameters)
         )
-        payload, json_size = encode_response(
-            model_name=model, model_version=result.version.version, request=decoded, outputs=result.outputs
-        )
-        served = str(result.version.version)
-        if json_size is None:
-            return list(JSON), payload, served
-        binary = [
-            (b"content-type", b"application/octet-stream"),
-            (b"inference-header-content-length", str(json_size).encode()),
-        ]
-        return binary, payload, served
+        return decoded, prediction
+
+
+def encode(model: str, request: InferenceRequest, prediction: Prediction) -> tuple[Headers, bytes]:
+    payload, json_size = encode_response(
+        model_name=model,
+        model_version=prediction.version.version,
+        request=request,
+        outputs=prediction.outputs,
+    )
+    if json_size is None:
+        return list(JSON), payload
+    binary = [
+        (b"content-type", b"application/octet-stream"),
+        (b"inference-header-content-length", str(json_size).encode()),
+    ]
+    return binary, payload
 
 
 def v2_error(exc: ModelportError) -> tuple[int, Headers, bytes]:

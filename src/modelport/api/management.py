@@ -23,7 +23,6 @@ from modelport.registry import (
     KeyRecord,
     ModelRecord,
     VersionRecord,
-    VersionState,
 )
 from modelport.repository import ModelRepository
 from modelport.security.keys import KeyService, Principal, Scope
@@ -150,12 +149,12 @@ def build_router(
     @router.get("/models", tags=["models"])
     def list_models(who: Reader) -> list[dict[str, Any]]:
         out = []
-        for m in registry.list_models():
+        for m in registry.models.list_models():
             if not who.can_access(m.name):
                 continue
             entry = model_json(m)
-            entry["aliases"] = {a.name: a.version for a in registry.list_aliases(m.name)}
-            versions = registry.list_versions(m.name)
+            entry["aliases"] = {a.name: a.version for a in registry.aliases.of_model(m.name)}
+            versions = registry.models.list_versions(m.name)
             entry["latest_version"] = versions[-1].version if versions else None
             out.append(entry)
         return out
@@ -164,21 +163,21 @@ def build_router(
     def create_model(who: Writer, body: CreateModel) -> dict[str, Any]:
         check_name(body.name)
         who.require_model(body.name)
-        record = registry.create_model(body.name, by=who.name, description=body.description)
-        registry.record_audit(actor=who.name, action="model.create", target=body.name)
+        record = registry.models.create_model(body.name, by=who.name, description=body.description)
+        registry.audit.record(actor=who.name, action="model.create", target=body.name)
         return model_json(record)
 
     @router.get("/models/{model}", tags=["models"])
     def get_model(_: Reader, model: Model) -> dict[str, Any]:
-        entry = model_json(registry.get_model(model))
-        entry["versions"] = [version_json(v) for v in registry.list_versions(model)]
-        entry["aliases"] = [alias_json(a) for a in registry.list_aliases(model)]
+        entry = model_json(registry.models.get_model(model))
+        entry["versions"] = [version_json(v) for v in registry.models.list_versions(model)]
+        entry["aliases"] = [alias_json(a) for a in registry.aliases.of_model(model)]
         return entry
 
     @router.delete("/models/{model}", tags=["models"], status_code=204)
     def delete_model(who: Writer, model: Model) -> Response:
         repository.delete_model(model, by=who.name)
-        dataplane.evict(model)
+        dataplane.reconcile()
         return Response(status_code=204)
 
     # ---- versions -----------------------------------------------------------------------------
@@ -231,54 +230,46 @@ def build_router(
 
     @router.get("/models/{model}/versions", tags=["versions"])
     def list_versions(_: Reader, model: Model) -> list[dict[str, Any]]:
-        return [version_json(v) for v in registry.list_versions(model)]
+        return [version_json(v) for v in registry.models.list_versions(model)]
 
     @router.get("/models/{model}/versions/{version}", tags=["versions"])
     def get_version(_: Reader, model: Model, version: int) -> dict[str, Any]:
-        return version_json(registry.get_version(model, version))
+        return version_json(registry.models.get_version(model, version))
 
     @router.put("/models/{model}/versions/{version}/config", tags=["versions"])
     def set_version_config(who: Deployer, model: Model, version: int, body: VersionConfig) -> dict[str, Any]:
-        record = registry.set_version_config(model, version, body.as_config())
-        registry.record_audit(
+        record = registry.models.set_version_config(model, version, body.as_config())
+        registry.audit.record(
             actor=who.name, action="version.config", target=f"{model}/{version}", details=record.config
         )
-        dataplane.reconfigure(record)
+        dataplane.reconcile()
         return version_json(record)
 
     @router.delete("/models/{model}/versions/{version}", tags=["versions"], status_code=204)
     def delete_version(who: Writer, model: Model, version: int) -> Response:
         repository.delete_version(model, version, by=who.name)
-        dataplane.evict(model, version)
+        dataplane.reconcile()
         return Response(status_code=204)
 
     # ---- aliases ------------------------------------------------------------------------------
     @router.get("/models/{model}/aliases", tags=["aliases"])
     def list_aliases(_: Reader, model: Model) -> list[dict[str, Any]]:
-        return [alias_json(a) for a in registry.list_aliases(model)]
+        return [alias_json(a) for a in registry.aliases.of_model(model)]
 
     @router.put("/models/{model}/aliases/{alias}", tags=["aliases"])
     def set_alias(who: Deployer, model: Model, alias: str, body: SetAlias) -> dict[str, Any]:
         check_name(alias, field="alias")
-        target = registry.get_version(model, body.version)
-        if target.state is VersionState.READY:
-            dataplane.served(target)  # load and warm the new target before the alias moves to it
-        record = repository.promote(model, alias, body.version, by=who.name)
-        dataplane.reconcile()
-        return alias_json(record)
+        return alias_json(dataplane.promote(model, alias, body.version, by=who.name))
 
     @router.post("/models/{model}/aliases/{alias}/rollback", tags=["aliases"])
     def rollback_alias(who: Deployer, model: Model, alias: str) -> dict[str, Any]:
         check_name(alias, field="alias")
-        dataplane.served(registry.get_version(model, registry.rollback_target(model, alias)))
-        record = repository.rollback(model, alias, by=who.name)
-        dataplane.reconcile()
-        return alias_json(record)
+        return alias_json(dataplane.rollback(model, alias, by=who.name))
 
     @router.get("/models/{model}/aliases/{alias}/history", tags=["aliases"])
     def alias_history(_: Reader, model: Model, alias: str) -> list[dict[str, Any]]:
         check_name(alias, field="alias")
-        return [history_json(h) for h in registry.alias_history(model, alias)]
+        return [history_json(h) for h in registry.aliases.history(model, alias)]
 
     # ---- keys and audit -----------------------------------------------------------------------
     @router.post("/keys", tags=["keys"], status_code=201)
@@ -296,7 +287,7 @@ def build_router(
 
     @router.get("/keys", tags=["keys"])
     def list_keys(_: Admin) -> list[dict[str, Any]]:
-        return [key_json(k) for k in registry.list_keys()]
+        return [key_json(k) for k in registry.keys.all()]
 
     @router.delete("/keys/{name}", tags=["keys"])
     def revoke_key(who: Admin, name: str) -> dict[str, Any]:
@@ -314,7 +305,8 @@ def build_router(
         target: str | None = None,
     ) -> list[dict[str, Any]]:
         return [
-            audit_json(a) for a in registry.list_audit(limit=limit, actor=actor, action=action, target=target)
+            audit_json(a)
+            for a in registry.audit.query(limit=limit, actor=actor, action=action, target=target)
         ]
 
     return router

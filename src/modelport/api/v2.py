@@ -13,7 +13,6 @@ from modelport import __version__
 from modelport.api.auth import Authenticator
 from modelport.api.inference import InferenceHandler, read_body
 from modelport.errors import NotReady
-from modelport.monitoring.metrics import Metrics
 from modelport.registry import VersionState
 from modelport.security.keys import Scope
 from modelport.serving.dataplane import DataPlane
@@ -41,7 +40,7 @@ def build_router(
 
     @router.get("/health/ready")
     async def ready() -> Response:
-        await run_in_threadpool(dataplane.registry.list_models)  # the registry answers
+        await run_in_threadpool(dataplane.registry.models.list_models)  # the registry answers
         return _json({"ready": True})
 
     def metadata(request: Request, model: str, version: str | None) -> Response:
@@ -51,7 +50,7 @@ def build_router(
             raise NotReady(f"version {record.version} of {model!r} is {record.state.value}")
         signature = record.signature or {}
         versions = (
-            [str(v.version) for v in dataplane.registry.list_versions(model, state=VersionState.READY)]
+            [str(v.version) for v in dataplane.registry.models.list_versions(model, state=VersionState.READY)]
             if version is None
             else [str(record.version)]
         )
@@ -109,17 +108,15 @@ def build_router(
     def repository_index(request: Request) -> Response:
         who = auth.principal(request, Scope.READ)
         entries = []
-        for m in dataplane.registry.list_models():
+        for m in dataplane.registry.models.list_models():
             if not who.can_access(m.name):
                 continue
-            for v in dataplane.registry.list_versions(m.name):
-                state = "UNAVAILABLE"
-                if v.state is VersionState.READY and not dataplane.is_unloaded(m.name):
-                    state = "READY"
+            for v in dataplane.registry.models.list_versions(m.name):
+                state = "READY" if v.state is VersionState.READY and not m.unloaded else "UNAVAILABLE"
                 entry = {"name": m.name, "version": str(v.version), "state": state}
                 if v.error:
                     entry["reason"] = v.error
-                elif dataplane.is_unloaded(m.name):
+                elif m.unloaded:
                     entry["reason"] = "unloaded"
                 entries.append(entry)
         return _json(entries)
@@ -129,7 +126,7 @@ def build_router(
         who = auth.principal(request, Scope.DEPLOY)
         who.require_model(model)
         record = dataplane.load_model(model)
-        dataplane.registry.record_audit(
+        dataplane.registry.audit.record(
             actor=who.name, action="model.load", target=f"{model}/{record.version}"
         )
         return _json({})
@@ -139,7 +136,7 @@ def build_router(
         who = auth.principal(request, Scope.DEPLOY)
         who.require_model(model)
         dataplane.unload_model(model)
-        dataplane.registry.record_audit(actor=who.name, action="model.unload", target=model)
+        dataplane.registry.audit.record(actor=who.name, action="model.unload", target=model)
         return _json({})
 
     return router
@@ -150,9 +147,8 @@ def install(
     dataplane: DataPlane,
     auth: Authenticator,
     max_body: int,
-    metrics: Metrics,
     max_elements: int,
 ) -> InferenceHandler:
-    handler = InferenceHandler(dataplane, auth, max_body, metrics, max_elements)
+    handler = InferenceHandler(dataplane, auth, max_body, max_elements)
     app.include_router(build_router(dataplane, handler, auth, max_body))
     return handler

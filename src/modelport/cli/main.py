@@ -16,6 +16,7 @@ from rich.table import Table
 
 from modelport import __version__
 from modelport.client import Client
+from modelport.constants import DEFAULT_ALIAS, DEFAULT_URL
 from modelport.errors import ModelportError
 
 app = typer.Typer(help="modelport: push a model once, serve it everywhere.", no_args_is_help=True)
@@ -33,7 +34,9 @@ class Output(StrEnum):
 
 
 OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="table or json")]
-UrlOpt = Annotated[str | None, typer.Option("--url", envvar="MODELPORT_URL", help="server URL")]
+UrlOpt = Annotated[
+    str | None, typer.Option("--url", envvar="MODELPORT_URL", help=f"server URL [default: {DEFAULT_URL}]")
+]
 KeyOpt = Annotated[str | None, typer.Option("--api-key", envvar="MODELPORT_API_KEY", help="API key")]
 
 
@@ -245,7 +248,7 @@ def models_push(
 def models_promote(
     name: str,
     version: int,
-    alias: Annotated[str, typer.Option(help="alias to move")] = "production",
+    alias: Annotated[str, typer.Option(help="alias to move")] = DEFAULT_ALIAS,
     output: OutputOpt = Output.table,
     url: UrlOpt = None,
     api_key: KeyOpt = None,
@@ -259,7 +262,7 @@ def models_promote(
 @models_app.command("rollback")
 def models_rollback(
     name: str,
-    alias: Annotated[str, typer.Option(help="alias to move back")] = "production",
+    alias: Annotated[str, typer.Option(help="alias to move back")] = DEFAULT_ALIAS,
     output: OutputOpt = Output.table,
     url: UrlOpt = None,
     api_key: KeyOpt = None,
@@ -343,7 +346,9 @@ def keys_create(
     if expires_in_days is not None:
         expires = (datetime.now(UTC) + timedelta(days=expires_in_days)).isoformat()
     with _client(url, api_key) as client:
-        data = _run(lambda: client.create_key(name, scope, expires, models, rate_limit))
+        data = _run(
+            lambda: client.create_key(name, scope, expires_at=expires, models=models, rate_limit=rate_limit)
+        )
     _emit(
         data, output, ["name", "scopes", "models", "expires_at", "key"], "key (the secret is not shown again)"
     )

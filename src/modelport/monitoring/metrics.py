@@ -12,6 +12,8 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from modelport.serving.observers import InferenceEvent
+
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
@@ -54,6 +56,12 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+
+    def observe(self, event: InferenceEvent) -> None:
+        """The data plane's metrics observer: one request answered."""
+        version = "" if event.version is None else str(event.version)
+        self.requests.labels(event.model, version, str(event.status)).inc()
+        self.latency.labels(event.model).observe(event.duration)
 
     def exposition(self) -> bytes:
         if not self.multiprocess:

@@ -1,21 +1,51 @@
-"""Control-plane state: models, versions, aliases with history, API keys, audit events."""
+"""Control-plane state, one repository per record kind, over one database.
+
+``registry.models`` (models and versions), ``registry.aliases``, ``registry.keys``, ``registry.audit``,
+``registry.changes`` (the change feed serving follows) and ``registry.blobs`` (blob references and the
+publish/collect exclusion). Datasets, jobs and rollouts get repositories of their own the same way.
+"""
 
 from __future__ import annotations
 
+from sqlalchemy import Engine
+
+from modelport.registry.aliases import Aliases
+from modelport.registry.audit import AuditLog
+from modelport.registry.blobs import BlobReferences
+from modelport.registry.changes import ChangeFeed
+from modelport.registry.db import Database
+from modelport.registry.keys import Keys
+from modelport.registry.models import ModelVersions
 from modelport.registry.records import (
     AliasRecord,
     AuditRecord,
+    ChangeKind,
+    ChangeRecord,
     HistoryRecord,
     KeyRecord,
     ModelRecord,
     VersionRecord,
     VersionState,
 )
-from modelport.registry.store import Registry
+
+
+class Registry:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.db = Database(engine)
+        self.models = ModelVersions(self.db)
+        self.aliases = Aliases(self.db)
+        self.keys = Keys(self.db)
+        self.audit = AuditLog(self.db)
+        self.changes = ChangeFeed(self.db)
+        self.blobs = BlobReferences(self.db)
+
 
 __all__ = [
     "AliasRecord",
     "AuditRecord",
+    "ChangeKind",
+    "ChangeRecord",
     "HistoryRecord",
     "KeyRecord",
     "ModelRecord",

@@ -25,6 +25,7 @@ class ModelRecord:
     description: str
     created_at: datetime
     created_by: str
+    unloaded: bool = False
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class VersionRecord:
     created_at: datetime
     created_by: str
     config: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -92,3 +94,27 @@ class AuditRecord:
     target: str
     result: str
     details: dict[str, Any] = field(default_factory=dict)
+
+
+class ChangeKind(StrEnum):
+    """What a change-feed entry announces; serving processes react to each kind."""
+
+    MODEL_CREATED = "model.created"
+    MODEL_DELETED = "model.deleted"
+    MODEL_LOADED = "model.loaded"
+    MODEL_UNLOADED = "model.unloaded"
+    VERSION_ADDED = "version.added"
+    VERSION_STATE = "version.state"
+    VERSION_CONFIG = "version.config"
+    VERSION_DELETED = "version.deleted"
+    ALIAS_MOVED = "alias.moved"
+    KEY_CHANGED = "key.changed"
+
+
+@dataclass(frozen=True)
+class ChangeRecord:
+    seq: int
+    at: datetime
+    kind: ChangeKind
+    model: str | None = None
+    version: int | None = None

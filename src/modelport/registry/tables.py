@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -31,6 +32,10 @@ class ModelRow(Base):
     description: Mapped[str] = mapped_column(Text, default="", nullable=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     created_by: Mapped[str] = mapped_column(String(128), nullable=False)
+    # taken out of service through the repository extension's unload; every process follows it
+    unloaded: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false(), nullable=False)
+    # the highest version number ever given: numbers are never reused, even after a delete
+    last_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0", nullable=False)
 
 
 class VersionRow(Base):
@@ -47,6 +52,8 @@ class VersionRow(Base):
     manifest: Mapped[list[dict[str, Any]]] = mapped_column(JSON, nullable=False)
     error: Mapped[str | None] = mapped_column(Text)
     config: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # serving settings; not part of the artifact
+    # facts attached after the push (lineage, training metrics, optimisation results): no migration each time
+    meta: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     created_by: Mapped[str] = mapped_column(String(128), nullable=False)
 
@@ -99,3 +106,47 @@ class AuditRow(Base):
     target: Mapped[str] = mapped_column(String(256), nullable=False)
     result: Mapped[str] = mapped_column(String(16), nullable=False)
     details: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+
+
+class VersionFileRow(Base):
+    """One row per file of a version: which blobs are referenced, queried by digest without reading
+    every manifest."""
+
+    __tablename__ = "version_files"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version_id: Mapped[int] = mapped_column(
+        ForeignKey("versions.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    sha256: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
+
+
+class BlobPinRow(Base):
+    """A blob a push is writing: collection leaves it alone until the push commits its version or the
+    pin expires (a push that crashed)."""
+
+    __tablename__ = "blob_pins"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    owner: Mapped[str] = mapped_column(String(32), nullable=False, index=True)
+    sha256: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class CounterRow(Base):
+    """Named counters. Updating a row locks it until commit (PostgreSQL row lock; SQLite serialises
+    writers anyway), so ``changes`` numbers commit in order and ``blobs`` makes pin and collect exclusive."""
+
+    __tablename__ = "registry_counters"
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+class ChangeRow(Base):
+    """The change feed: one row per change that serving must follow, numbered by the ``changes`` counter
+    in the same transaction as the change itself."""
+
+    __tablename__ = "changes"
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    kind: Mapped[str] = mapped_column(String(32), nullable=False)
+    model: Mapped[str | None] = mapped_column(String(63))
+    version: Mapped[int | None] = mapped_column(Integer)

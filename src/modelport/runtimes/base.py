@@ -1,15 +1,27 @@
-"""The Runtime seam: ``load``, ``predict`` on a batch, ``signature``, ``unload``."""
+"""The Runtime seam: what a framework plugs in, and what it declares about itself.
+
+A runtime ``recognise``-s its format by content, ``load``-s a version onto a device, gives its
+``signature``, ``predict``-s on a batch of numpy arrays and reports the ``memory`` it holds. Its class
+declares ``capabilities``: what it can do (predict, stream, embed), where it must run (a thread, a worker
+process, a sandbox), how it is batched (rows, a token budget, not at all, or by its own scheduler) and
+which devices it can use. The serving engine reads only these declarations, never probes attributes.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 
 from modelport.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from modelport.serving.batcher import BatchPolicy
 
 Tensors = dict[str, np.ndarray]
 
@@ -46,26 +58,142 @@ class Signature:
     def output_names(self) -> list[str]:
         return [t.name for t in self.outputs]
 
+    def check_outputs(self, wanted: Sequence[str] | None) -> list[str]:
+        """The output names to compute: ``wanted``, each one checked, or all of them."""
+        return check_output_names(wanted, self.output_names())
+
+
+def check_output_names(wanted: Sequence[str] | None, available: Sequence[str]) -> list[str]:
+    """The one check of requested output names, wherever outputs are chosen."""
+    if wanted is None:
+        return list(available)
+    unknown = [n for n in wanted if n not in available]
+    if unknown:
+        raise InvalidInput(f"unknown output(s) {unknown}; model outputs {sorted(available)}", field="outputs")
+    return list(wanted)
+
+
+class Task(StrEnum):
+    """What a loaded version can do; each beyond ``predict`` has a Protocol below."""
+
+    PREDICT = "predict"  # a batch of tensors in, tensors out
+    STREAM = "stream"  # token-by-token generation (``StreamingRuntime``)
+    EMBED = "embed"  # texts to vectors (``EmbeddingRuntime``)
+
+
+class Placement(StrEnum):
+    """Where ``predict`` runs."""
+
+    THREAD = "thread"  # in the server's inference threads: the framework releases the GIL
+    PROCESS = "process"  # a worker process of its own: pure-Python models that hold the GIL
+    SANDBOX = "sandbox"  # a confined worker process: formats whose loading can run code
+
+
+class Batching(StrEnum):
+    """How requests reach ``predict``."""
+
+    ROWS = "rows"  # merged along the first dimension, up to ``max_batch_size`` rows
+    TOKENS = "tokens"  # merged likewise, up to ``max_batch_size`` elements (tokens) in all
+    NONE = "none"  # one request per call, several calls at once
+    OWN = "own"  # the runtime schedules itself (``SchedulingRuntime``), e.g. continuous batching
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    tasks: frozenset[Task] = frozenset({Task.PREDICT})
+    placement: Placement = Placement.THREAD
+    batching: Batching = Batching.ROWS
+    devices: tuple[str, ...] = ("cpu",)  # where it can run, preferred first ("cuda", "cuda:1", "cpu")
+    preload: tuple[str, ...] = ()  # modules a sandboxed worker imports before it confines itself
+
+
+@dataclass(frozen=True)
+class MemoryUse:
+    """Bytes a loaded version holds; the model cache charges them against its host and GPU budgets.
+    A runtime that cannot tell reports 0 on the host and the cache measures the process's growth."""
+
+    host: int = 0
+    gpu: int = 0
+
 
 class Runtime(Protocol):
     """One loaded model version. Instances are created empty, then ``load``-ed once."""
 
     framework: ClassVar[str]
-    # Optional class attribute ``releases_gil`` (default True): False runs the runtime in a worker
-    # process of its own (see runtimes/process.py), for pure-Python models.
+    capabilities: ClassVar[Capabilities]
 
     @classmethod
     def recognise(cls, path: Path) -> bool:
         """True when the file's content (never its name) is this framework's model format."""
 
-    def load(self, artifact_dir: Path) -> None: ...
+    def load(self, artifact_dir: Path, device: str) -> None:
+        """Load the version's files onto ``device`` (one of ``capabilities.devices``)."""
 
     def signature(self) -> Signature: ...
 
     def predict(self, inputs: Tensors, outputs: Sequence[str] | None = None) -> Tensors:
         """Run a batch. ``outputs`` limits what is computed or returned; ``None`` means all."""
 
+    def memory(self) -> MemoryUse: ...
+
     def unload(self) -> None: ...
+
+
+class StreamingRuntime(Runtime, Protocol):
+    """``Task.STREAM``: yields partial outputs (e.g. one token's text at a time) as they are made."""
+
+    def stream(self, inputs: Tensors, parameters: Mapping[str, Any]) -> AsyncIterator[Tensors]: ...
+
+
+class EmbeddingRuntime(Runtime, Protocol):
+    """``Task.EMBED``: one vector per text, and the model's limits."""
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray: ...
+
+    def max_input_tokens(self) -> int: ...
+
+
+class Scheduler(Protocol):
+    """What the data plane hands requests to: the row batcher, or a runtime's own scheduler."""
+
+    @property
+    def inflight(self) -> int:
+        """Requests submitted and not yet answered."""
+
+    async def submit(
+        self, inputs: Tensors, outputs: Sequence[str] | None = None, timeout: float | None = None
+    ) -> Tensors: ...
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Block until no request is in flight (False if ``timeout`` seconds pass first)."""
+
+    def configure(self, policy: BatchPolicy) -> None:
+        """New serving settings of the version (queue bound, batch size), applied without a reload."""
+
+    def close(self) -> None: ...
+
+
+class SchedulingRuntime(Runtime, Protocol):
+    """``Batching.OWN``: the runtime gives the data plane a scheduler of its own."""
+
+    def scheduler(self, executor: Executor) -> Scheduler: ...
+
+
+class RuntimeBase:
+    """Defaults for built-in runtimes: ``predict`` on row batches in a thread, CPU, memory measured."""
+
+    framework: ClassVar[str]
+    capabilities: ClassVar[Capabilities] = Capabilities()
+
+    def memory(self) -> MemoryUse:
+        return MemoryUse()
+
+    def unload(self) -> None:
+        return None
+
+
+def can(runtime: type[Runtime] | Runtime, task: Task) -> bool:
+    return task in runtime.capabilities.tasks
 
 
 def find_model_file(artifact_dir: Path, runtime: type[Runtime]) -> Path:
@@ -98,20 +226,15 @@ def single_input(inputs: Tensors, spec: Signature) -> np.ndarray:
 def select(outputs: Tensors, wanted: Sequence[str] | None) -> Tensors:
     if wanted is None:
         return outputs
-    unknown = [n for n in wanted if n not in outputs]
-    if unknown:
-        raise InvalidInput(f"unknown output(s) {unknown}; available {sorted(outputs)}", field="outputs")
-    return {n: outputs[n] for n in wanted}
+    return {n: outputs[n] for n in check_output_names(wanted, list(outputs))}
 
 
-class BoosterRuntime:
+class BoosterRuntime(RuntimeBase):
     """What the gradient-boosting runtimes share: a booster, its task, and a tabular signature.
 
     Subclasses set ``framework``, implement ``recognise`` and ``load`` (which sets ``_booster``,
     ``_task`` and ``_signature``) and ``_raw_predict`` (the booster's own output for a 2-D input).
     """
-
-    framework: ClassVar[str]
 
     def __init__(self) -> None:
         self._booster: Any = None

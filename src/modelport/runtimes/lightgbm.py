@@ -19,7 +19,7 @@ class LightGBMRuntime(BoosterRuntime):
         with path.open("rb") as f:
             return f.read(16).startswith(b"tree\nversion=")
 
-    def load(self, artifact_dir: Path) -> None:
+    def load(self, artifact_dir: Path, device: str = "cpu") -> None:
         import lightgbm
 
         path = find_model_file(artifact_dir, type(self))

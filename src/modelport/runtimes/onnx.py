@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from modelport.errors import InvalidInput, LoadError
-from modelport.runtimes.base import Signature, Tensors, TensorSpec, find_model_file
+from modelport.runtimes.base import RuntimeBase, Signature, Tensors, TensorSpec, find_model_file
 
 _ORT_TYPES = {
     "tensor(bool)": "BOOL",
@@ -30,7 +30,7 @@ _ORT_TYPES = {
 _MODEL_PROTO_FIELDS = {0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42, 0x72, 0x7A}
 
 
-class OnnxRuntime:
+class OnnxRuntime(RuntimeBase):
     framework: ClassVar[str] = "onnx"
 
     def __init__(self) -> None:
@@ -48,7 +48,7 @@ class OnnxRuntime:
             i += 1
         return i + 1 < len(head) and head[i + 1] in _MODEL_PROTO_FIELDS
 
-    def load(self, artifact_dir: Path) -> None:
+    def load(self, artifact_dir: Path, device: str = "cpu") -> None:
         import onnxruntime as ort
 
         path = find_model_file(artifact_dir, type(self))
@@ -71,11 +71,7 @@ class OnnxRuntime:
         return self._signature
 
     def predict(self, inputs: Tensors, outputs: Sequence[str] | None = None) -> Tensors:
-        sig = self.signature()
-        names = list(outputs) if outputs is not None else sig.output_names()
-        unknown = set(names) - set(sig.output_names())
-        if unknown:
-            raise InvalidInput(f"unknown output(s) {sorted(unknown)}", field="outputs")
+        names = self.signature().check_outputs(outputs)
         try:
             results = self._session.run(names, inputs)
         except Exception as exc:  # shape/type problems surface here as onnxruntime errors

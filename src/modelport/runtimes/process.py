@@ -18,24 +18,30 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from modelport.errors import ERRORS_BY_CODE, LoadError, ModelportError
-from modelport.runtimes.base import Runtime, Signature, Tensors
+from modelport.runtimes.base import Capabilities, MemoryUse, Placement, Runtime, Signature, Tensors
 from modelport.runtimes.sandbox import SandboxLimits, confine, end_load_cpu_limit, preload
+from modelport.serving.memory import rss_bytes
 
 START_TIMEOUT = 120.0
 
 
 def _child(
-    conn: Connection, module: str, qualname: str, artifact_dir: str, sandbox: SandboxLimits | None
+    conn: Connection,
+    module: str,
+    qualname: str,
+    artifact_dir: str,
+    device: str,
+    sandbox: SandboxLimits | None,
 ) -> None:
     original = path = Path(artifact_dir)
     try:
         try:
             cls = getattr(importlib.import_module(module), qualname)
             if sandbox is not None:
-                preload(getattr(cls, "preload", ()))
+                preload(cls.capabilities.preload)
                 path = confine(path, sandbox)
             runtime = cls()
-            runtime.load(path)
+            runtime.load(path, device)
             if sandbox is not None:
                 end_load_cpu_limit()
             conn.send(("ok", runtime.signature().as_dict()))
@@ -81,6 +87,7 @@ class ProcessRuntime:
     """A ``Runtime`` whose real runtime lives in a child process."""
 
     framework: ClassVar[str] = "process"
+    capabilities: ClassVar[Capabilities] = Capabilities(placement=Placement.PROCESS)
 
     def __init__(self, runtime: type[Runtime], sandbox: SandboxLimits | None = None) -> None:
         self._target = runtime
@@ -98,13 +105,13 @@ class ProcessRuntime:
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None else None
 
-    def load(self, artifact_dir: Path) -> None:
+    def load(self, artifact_dir: Path, device: str = "cpu") -> None:
         ctx = multiprocessing.get_context("spawn")
         parent, child = ctx.Pipe()
         target = self._target
         self._process = ctx.Process(
             target=_child,
-            args=(child, target.__module__, target.__qualname__, str(artifact_dir), self._sandbox),
+            args=(child, target.__module__, target.__qualname__, str(artifact_dir), device, self._sandbox),
             name=f"modelport-{target.framework}",
             daemon=True,
         )
@@ -136,6 +143,11 @@ class ProcessRuntime:
         if reply[0] == "ok":
             return reply[1]  # type: ignore[no-any-return]
         raise _rebuild(reply[1], reply[2])
+
+    def memory(self) -> MemoryUse:
+        """The worker's resident memory: it is not part of the server process's own growth."""
+        pid = self.pid
+        return MemoryUse(host=rss_bytes(pid) if pid is not None else 0)
 
     def unload(self) -> None:
         conn, process = self._conn, self._process

@@ -12,6 +12,7 @@ import numpy as np
 
 from modelport.errors import LoadError
 from modelport.runtimes.base import (
+    RuntimeBase,
     Signature,
     Tensors,
     TensorSpec,
@@ -41,7 +42,7 @@ FORESTS = frozenset({"RandomForestClassifier", "ExtraTreesClassifier"})
 TRUSTED_MODULE_PREFIXES = ("sklearn.", "numpy.", "scipy.", "builtins.", "collections.")
 
 
-class SklearnRuntime:
+class SklearnRuntime(RuntimeBase):
     framework: ClassVar[str] = "sklearn"
 
     def __init__(self) -> None:
@@ -64,7 +65,7 @@ class SklearnRuntime:
             return False
         return isinstance(schema, dict) and "protocol" in schema and "__class__" in schema
 
-    def load(self, artifact_dir: Path) -> None:
+    def load(self, artifact_dir: Path, device: str = "cpu") -> None:
         import skops.io
 
         path = find_model_file(artifact_dir, type(self))

@@ -21,7 +21,7 @@ class XGBoostRuntime(BoosterRuntime):
             head = f.read(64).lstrip()
         return head.startswith(b"{") and b"learner" in head
 
-    def load(self, artifact_dir: Path) -> None:
+    def load(self, artifact_dir: Path, device: str = "cpu") -> None:
         import xgboost
 
         path = find_model_file(artifact_dir, type(self))

@@ -100,7 +100,7 @@ class KeyService:
             if expires_at <= datetime.now(UTC):
                 raise InvalidInput("expires_at is in the past", field="expires_at")
         secret = new_secret()
-        record = self.registry.create_key(
+        record = self.registry.keys.create(
             name,
             key_hash=hash_key(secret),
             prefix=secret[:8],
@@ -113,18 +113,18 @@ class KeyService:
             "scopes": sorted(s.value for s in parsed),
             "expires_at": expires_at and expires_at.isoformat(),
         }
-        self.registry.record_audit(actor=by, action="key.create", target=name, details=details)
+        self.registry.audit.record(actor=by, action="key.create", target=name, details=details)
         return record, secret
 
     def revoke(self, name: str, *, by: str) -> KeyRecord:
-        record = self.registry.revoke_key(name)
-        self.registry.record_audit(actor=by, action="key.revoke", target=name)
+        record = self.registry.keys.revoke(name)
+        self.registry.audit.record(actor=by, action="key.revoke", target=name)
         return record
 
     def authenticate(self, secret: str | None) -> Principal:
         if not secret:
             raise Unauthenticated("missing API key: send 'Authorization: Bearer <key>'")
-        record = self.registry.find_key(hash_key(secret))
+        record = self.registry.keys.find_by_hash(hash_key(secret))
         if record is None or record.revoked_at is not None:
             raise Unauthenticated("invalid or revoked API key")
         who = Principal(record.name, record.scopes, record.expires_at, record.models, record.rate_limit)
@@ -145,7 +145,7 @@ class KeyService:
             fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as f:
                 f.write(secret + "\n")
-        self.registry.upsert_key(
+        self.registry.keys.upsert(
             ADMIN_KEY_NAME, key_hash=hash_key(secret), prefix=secret[:8], scopes=[Scope.ADMIN.value]
         )
         return generated

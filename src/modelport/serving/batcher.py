@@ -1,16 +1,19 @@
-"""Adaptive batching: concurrent requests for one version are merged into one ``predict`` call.
+"""Schedulers in front of a runtime's ``predict``: the adaptive ``Batcher`` and the ``DirectScheduler``.
 
-Requests queue per version (bounded). One batch runs at a time per version, in the executor, never on the
-event loop; while it runs, new requests accumulate, so batches grow with load and stay at one request when
-idle. A batch takes compatible requests (same trailing shapes, dtypes and requested outputs) from the
-queue, up to ``max_batch_size`` rows, waiting at most ``max_delay`` for more. Outputs are split back by
-row counts. When a merged batch fails, its requests are retried one by one, so one request's error never
-reaches another.
+Batcher: requests queue per version (bounded). One batch runs at a time per version, in the executor,
+never on the event loop; while it runs, new requests accumulate, so batches grow with load and stay at
+one request when idle. A batch takes compatible requests (same trailing shapes, dtypes and requested
+outputs) from the queue, up to ``max_batch_size`` rows (or, for runtimes batched by a token budget, that
+many elements), waiting at most ``max_delay`` for more. Outputs are split back by row counts. When a
+merged batch fails, its requests are retried one by one, so one request's error never reaches another.
+
+DirectScheduler: for runtimes that must not be batched; each request is its own call, several at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -19,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from modelport import limits
 from modelport.errors import InvalidInput, Overloaded, RequestTimeout
 from modelport.runtimes.base import Tensors
 
@@ -27,9 +31,10 @@ Predict = Callable[[Tensors, Sequence[str] | None], Tensors]
 
 @dataclass(frozen=True)
 class BatchPolicy:
-    max_batch_size: int = 256  # rows
-    max_delay: float = 0.002  # seconds to wait for more rows once the first request is queued
-    max_queue: int = 1024  # requests waiting per version; beyond it, 503 + Retry-After
+    max_batch_size: int = limits.MAX_BATCH_SIZE  # rows, or elements when ``tokens``
+    max_delay: float = limits.MAX_BATCH_DELAY_MS / 1000  # seconds to wait for more once one is queued
+    max_queue: int = limits.MAX_QUEUE  # requests waiting per version; beyond it, 503 + Retry-After
+    tokens: bool = False  # a batch's size is the elements of its inputs (a token budget), not its rows
 
     def as_dict(self) -> dict[str, float | int]:
         return {
@@ -44,6 +49,7 @@ class _Pending:
     inputs: Tensors
     outputs: tuple[str, ...] | None
     rows: int
+    cost: int  # what counts against max_batch_size: rows, or elements under a token budget
     key: tuple[object, ...]
     future: asyncio.Future[Tensors]
     enqueued: float = field(default_factory=time.monotonic)
@@ -58,6 +64,27 @@ def rows_of(inputs: Tensors) -> int:
     if len(counts) != 1 or -1 in counts:
         raise InvalidInput("every input must have the same batch (first) dimension", field="inputs")
     return counts.pop()
+
+
+class _Inflight:
+    """Requests in flight, with an event set whenever there are none (a retiring version waits on it)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle = threading.Event()
+        self._idle.set()
+
+    def enter(self) -> None:
+        self.count += 1
+        self._idle.clear()
+
+    def leave(self) -> None:
+        self.count -= 1
+        if self.count == 0:
+            self._idle.set()
+
+    def wait_idle(self, timeout: float) -> bool:
+        return self._idle.wait(timeout)
 
 
 class Batcher:
@@ -76,7 +103,17 @@ class Batcher:
         self._wakeup: asyncio.Event | None = None
         self._worker: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.inflight = 0
+        self._inflight = _Inflight()
+
+    @property
+    def inflight(self) -> int:
+        return self._inflight.count
+
+    def wait_idle(self, timeout: float) -> bool:
+        return self._inflight.wait_idle(timeout)
+
+    def configure(self, policy: BatchPolicy) -> None:
+        self.policy = policy
 
     async def submit(
         self, inputs: Tensors, outputs: Sequence[str] | None = None, timeout: float | None = None
@@ -85,12 +122,14 @@ class Batcher:
             raise Overloaded("the model's request queue is full; retry shortly")
         loop = asyncio.get_running_loop()
         wanted = tuple(outputs) if outputs is not None else None
-        pending = _Pending(inputs, wanted, rows_of(inputs), batch_key(inputs, wanted), loop.create_future())
+        rows = rows_of(inputs)
+        cost = max(a.size for a in inputs.values()) if self.policy.tokens else rows
+        pending = _Pending(inputs, wanted, rows, cost, batch_key(inputs, wanted), loop.create_future())
         self._queue.append(pending)
         self._ensure_worker()
         assert self._wakeup is not None
         self._wakeup.set()
-        self.inflight += 1
+        self._inflight.enter()
         try:
             if timeout is None:
                 return await pending.future
@@ -98,7 +137,7 @@ class Batcher:
         except TimeoutError:
             raise RequestTimeout(f"inference did not finish within {timeout:g} s") from None
         finally:
-            self.inflight -= 1
+            self._inflight.leave()
 
     def _ensure_worker(self) -> None:
         loop = asyncio.get_running_loop()
@@ -123,7 +162,7 @@ class Batcher:
         """Let more requests arrive, up to ``max_delay`` after the oldest one, unless the batch is full."""
         policy = self.policy
         deadline = self._queue[0].enqueued + policy.max_delay
-        while sum(p.rows for p in self._queue) < policy.max_batch_size:
+        while sum(p.cost for p in self._queue) < policy.max_batch_size:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
@@ -137,7 +176,7 @@ class Batcher:
     def _take(self) -> list[_Pending]:
         head = None
         batch: list[_Pending] = []
-        rows = 0
+        cost = 0
         keep: deque[_Pending] = deque()
         while self._queue:
             p = self._queue.popleft()
@@ -145,11 +184,11 @@ class Batcher:
                 continue
             if head is None:
                 head = p
-            elif p.key != head.key or rows + p.rows > self.policy.max_batch_size:
+            elif p.key != head.key or cost + p.cost > self.policy.max_batch_size:
                 keep.append(p)
                 continue
             batch.append(p)
-            rows += p.rows
+            cost += p.cost
         self._queue = keep
         return batch
 
@@ -200,3 +239,42 @@ class Batcher:
             if not p.future.done():
                 p.future.set_exception(Overloaded("the model was unloaded"))
         self._queue.clear()
+
+
+class DirectScheduler:
+    """No batching: each request is one ``predict`` call in the executor, as many at once as it allows,
+    with the same queue bound, timeout and in-flight accounting as the ``Batcher``."""
+
+    def __init__(self, predict: Predict, executor: Executor, policy: BatchPolicy) -> None:
+        self._predict = predict
+        self._executor = executor
+        self.policy = policy
+        self._inflight = _Inflight()
+
+    @property
+    def inflight(self) -> int:
+        return self._inflight.count
+
+    def wait_idle(self, timeout: float) -> bool:
+        return self._inflight.wait_idle(timeout)
+
+    def configure(self, policy: BatchPolicy) -> None:
+        self.policy = policy
+
+    async def submit(
+        self, inputs: Tensors, outputs: Sequence[str] | None = None, timeout: float | None = None
+    ) -> Tensors:
+        if self._inflight.count >= self.policy.max_queue:
+            raise Overloaded("the model's request queue is full; retry shortly")
+        wanted = tuple(outputs) if outputs is not None else None
+        call = asyncio.get_running_loop().run_in_executor(self._executor, self._predict, inputs, wanted)
+        self._inflight.enter()
+        try:
+            return await asyncio.wait_for(call, timeout)
+        except TimeoutError:
+            raise RequestTimeout(f"inference did not finish within {timeout:g} s") from None
+        finally:
+            self._inflight.leave()
+
+    def close(self) -> None:
+        return None

@@ -1,10 +1,11 @@
-"""The data plane: resolve ``model[/versions/{number|alias}]``, keep versions loaded, batch inference.
+"""The data plane: route ``model[/versions/{number|alias}]`` to a version, keep it loaded, run inference.
 
-Resolution and keys are cached per process and refreshed by ``reconcile``, which runs every second and
-watches the registry's generation (every change is audited, so the newest audit id moves on each one).
-When a resolution changes, the new target is loaded and warmed before the cached pointer switches, and
-requests already holding the old version finish on it: promotions and rollbacks drop no request, also in
-the other worker processes.
+Routes and keys are cached per process and kept current by ``reconcile``, which runs every second and
+reads the registry's change feed (``registry.changes``): each change names what it touched, so only
+those routes are re-resolved, deleted or unloaded versions are evicted, changed serving settings are
+applied, and key changes drop the key cache. A new target is loaded and warmed before its route switches,
+and requests already holding the old version finish on it: promotions and rollbacks drop no request, in
+this process and in every other one that shares the registry.
 """
 
 from __future__ import annotations
@@ -17,72 +18,50 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from modelport.errors import InferenceFailed, InvalidInput, ModelportError, NotFound, NotReady
-from modelport.names import NAME_PATTERN
-from modelport.registry import Registry, VersionRecord, VersionState
+from modelport.errors import InferenceFailed, InvalidInput, ModelportError
+from modelport.registry import AliasRecord, ChangeKind, ChangeRecord, Registry, VersionRecord, VersionState
 from modelport.runtimes.base import Signature, Tensors
 from modelport.serving.cache import ModelCache, ServedVersion
 from modelport.serving.datatypes import numpy_dtype
+from modelport.serving.observers import Observers
+from modelport.serving.router import Router
 
-DEFAULT_ALIAS = "production"
 log = logging.getLogger("modelport.dataplane")
-Ref = tuple[str, str | None]
+EVICTING = frozenset({ChangeKind.VERSION_DELETED, ChangeKind.MODEL_DELETED, ChangeKind.MODEL_UNLOADED})
 
 
 @dataclass
 class Prediction:
     version: VersionRecord
+    inputs: Tensors
     outputs: Tensors
 
 
 class DataPlane:
-    def __init__(self, registry: Registry, cache: ModelCache, request_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        cache: ModelCache,
+        request_timeout: float = 30.0,
+        observers: Observers | None = None,
+    ) -> None:
         self.registry = registry
         self.cache = cache
+        self.router = Router(registry)
+        self.observers = observers or Observers()
         self.request_timeout = request_timeout
-        self._resolved: dict[Ref, VersionRecord] = {}
-        self._unloaded: set[str] = set()  # models taken out of service via the repository extension
-        self._generation = registry.generation()
+        self.on_keys_changed: list[Callable[[], None]] = []
+        self._seen = registry.changes.head()
         self._reconcile_lock = threading.Lock()
-        self.on_change: list[Callable[[], None]] = []
 
     # ---- resolution (blocking: registry reads) -------------------------------------------------
     def resolve(self, model: str, ref: str | None = None) -> VersionRecord:
-        """``ref``: a version number, an alias name, or None for ``production`` else the newest ready."""
-        if not NAME_PATTERN.fullmatch(model):
-            raise NotFound(f"model {model!r} not found")
-        if not ref:
-            alias = self.registry.find_alias(model, DEFAULT_ALIAS)
-            if alias is not None:
-                return self.registry.get_version(model, alias.version)
-            ready = self.registry.list_versions(model, state=VersionState.READY)
-            if not ready:
-                self.registry.get_model(model)  # 404 when the model itself is unknown
-                raise NotReady(f"model {model!r} has no ready version")
-            return ready[-1]
-        if ref.isdigit():
-            return self.registry.get_version(model, int(ref))
-        if not NAME_PATTERN.fullmatch(ref):
-            raise NotFound(f"version {ref!r} of model {model!r} not found")
-        alias = self.registry.find_alias(model, ref)
-        if alias is None:
-            self.registry.get_model(model)
-            raise NotFound(f"version or alias {ref!r} of model {model!r} not found")
-        return self.registry.get_version(model, alias.version)
+        """The version ``ref`` names, in any state (see ``Router.resolve``)."""
+        return self.router.resolve(model, ref)
 
     def ready_version(self, model: str, ref: str | None = None) -> VersionRecord:
-        record = self.resolve(model, ref)
-        if record.state is not VersionState.READY:
-            reason = f": {record.error}" if record.error else ""
-            raise NotReady(f"version {record.version} of {model!r} is {record.state.value}{reason}")
-        if model in self._unloaded:
-            raise NotReady(f"model {model!r} is unloaded")
-        return record
-
-    def _resolve_and_remember(self, model: str, ref: str | None) -> VersionRecord:
-        record = self.ready_version(model, ref)
-        self._resolved[(model, ref or None)] = record
-        return record
+        """The version that would serve a request for ``ref`` now; NotReady if none can."""
+        return self.router.route_for(model, ref).pick()
 
     # ---- inference ----------------------------------------------------------------------------
     async def predict(
@@ -93,94 +72,114 @@ class DataPlane:
         datatypes: dict[str, str],
         outputs: Sequence[str] | None = None,
         timeout: float | None = None,
+        key: str | None = None,
     ) -> Prediction:
-        record = self._resolved.get((model, ref or None))
-        if record is None:
-            record = await asyncio.to_thread(self._resolve_and_remember, model, ref)
+        route = self.router.cached(model, ref)
+        if route is None:
+            route = await asyncio.to_thread(self.router.route_for, model, ref)
+            self.router.remember(route)
+        record = route.pick(key)
         served = self.cache.peek((record.model, record.version))
         if served is None:
             served = await asyncio.to_thread(self.cache.get, record)
-        prepared = conform_inputs(served.loaded.signature, inputs, datatypes)
-        if outputs is not None:
-            known = set(served.loaded.signature.output_names())
-            unknown = [n for n in outputs if n not in known]
-            if unknown:
-                raise InvalidInput(
-                    f"unknown output(s) {unknown}; model outputs {sorted(known)}", field="outputs"
-                )
+        signature = served.loaded.signature
+        prepared = conform_inputs(signature, inputs, datatypes)
+        signature.check_outputs(outputs)
         limit = min(timeout, self.request_timeout) if timeout else self.request_timeout
         try:
-            result = await served.batcher.submit(prepared, outputs, limit)
+            result = await served.scheduler.submit(prepared, outputs, limit)
         except ModelportError:
             raise
         except ValueError as exc:  # frameworks report bad input values this way
             raise InvalidInput(f"the model rejected the input: {str(exc).splitlines()[0][:300]}") from None
         except Exception as exc:
             raise InferenceFailed(f"{record.framework} failed to predict: {type(exc).__name__}") from None
-        return Prediction(record, result)
+        return Prediction(record, prepared, result)
 
     def served(self, record: VersionRecord) -> ServedVersion:
-        """Load (if needed) and return a version: a promotion calls this before moving the alias."""
         return self.cache.get(record)
 
-    # ---- repository extension -----------------------------------------------------------------
+    def evict(self, model: str, version: int | None = None) -> None:
+        """Unload from this process only (the next request loads again)."""
+        self.router.invalidate(model)
+        self.cache.evict(model, version)
+
+    # ---- control operations that must not drop a request (blocking) ---------------------------
+    def promote(self, model: str, alias: str, version: int, *, by: str) -> AliasRecord:
+        """Swap before switch: the target is loaded and warmed, then the alias moves (a version that is
+        not ready is left to the registry to refuse)."""
+        target = self.registry.models.get_version(model, version)
+        if target.state is VersionState.READY:
+            self.cache.get(target)
+        record = self.cache.repository.promote(model, alias, version, by=by)
+        self.reconcile()
+        return record
+
+    def rollback(self, model: str, alias: str, *, by: str) -> AliasRecord:
+        target = self.registry.aliases.rollback_target(model, alias)
+        self.cache.get(self.registry.models.get_version(model, target))
+        record = self.cache.repository.rollback(model, alias, by=by)
+        self.reconcile()
+        return record
+
     def load_model(self, model: str) -> VersionRecord:
-        self._unloaded.discard(model)
+        """Back in service for every process (the repository extension's load)."""
+        self.registry.models.set_unloaded(model, False)
         record = self.ready_version(model)
         self.cache.get(record)
-        self.invalidate(model)
+        self.reconcile()
         return record
 
     def unload_model(self, model: str) -> None:
-        self.registry.get_model(model)
-        self._unloaded.add(model)
-        self.invalidate(model)
-        self.cache.evict(model)
-
-    def is_unloaded(self, model: str) -> bool:
-        return model in self._unloaded
+        """Out of service for every process, until loaded again (the repository extension's unload)."""
+        self.registry.models.set_unloaded(model, True)
+        self.reconcile()
 
     # ---- keeping up with the registry ---------------------------------------------------------
-    def invalidate(self, model: str | None = None) -> None:
-        for key in [k for k in self._resolved if model is None or k[0] == model]:
-            self._resolved.pop(key, None)
-
-    def reconfigure(self, record: VersionRecord) -> None:
-        """New serving settings apply to a loaded version at once; no reload."""
-        self.invalidate(record.model)
-        served = self.cache.peek((record.model, record.version))
-        if served is not None:
-            served.loaded.record = record
-            served.batcher.policy = self.cache.policy_for(record)
-
-    def evict(self, model: str, version: int | None = None) -> None:
-        self.invalidate(model)
-        self.cache.evict(model, version)
-
     def reconcile(self) -> bool:
-        """Re-resolve cached names when the registry changed; load new targets before switching."""
+        """Apply the changes the feed announced since the last call; True if there were any."""
         with self._reconcile_lock:
-            generation = self.registry.generation()
-            if generation == self._generation:
+            changes = self.registry.changes.since(self._seen)
+            if changes == []:
                 return False
-            self._generation = generation
-            for callback in self.on_change:
-                callback()
-            for (model, ref), old in list(self._resolved.items()):
-                try:
-                    new = self.ready_version(model, ref)
-                except ModelportError:
-                    self._resolved.pop((model, ref), None)
-                    continue
-                if new.version != old.version:
-                    try:
-                        self.cache.get(new)  # load and warm first ...
-                    except ModelportError as exc:
-                        log.warning("could not load %s v%d: %s", model, new.version, exc.message)
-                        self._resolved.pop((model, ref), None)
-                        continue
-                    self._resolved[(model, ref)] = new  # ... then switch
+            if changes is None:  # fell behind the feed's retention: start over
+                self._seen = self.registry.changes.head()
+                self._apply_all()
+                return True
+            self._seen = changes[-1].seq
+            self._apply(changes)
             return True
+
+    def _apply(self, changes: list[ChangeRecord]) -> None:
+        if any(c.kind is ChangeKind.KEY_CHANGED for c in changes):
+            self._keys_changed()
+        touched = {c.model for c in changes if c.model is not None}
+        for change in changes:
+            if change.model is None:
+                continue
+            if change.kind in EVICTING:
+                self.cache.evict(change.model, change.version)
+            elif change.kind is ChangeKind.VERSION_CONFIG and change.version is not None:
+                try:
+                    self.cache.reconfigure(self.registry.models.get_version(change.model, change.version))
+                except ModelportError:
+                    continue  # deleted since; a later change evicts it
+        self.router.refresh(touched, self.cache.get)
+
+    def _apply_all(self) -> None:
+        self._keys_changed()
+        for model, version in self.cache.loaded_keys():
+            try:
+                record = self.registry.models.get_version(model, version)
+            except ModelportError:
+                self.cache.evict(model, version)
+                continue
+            self.cache.reconfigure(record)
+        self.router.refresh(None, self.cache.get)
+
+    def _keys_changed(self) -> None:
+        for callback in self.on_keys_changed:
+            callback()
 
     def close(self) -> None:
         self.cache.close()

@@ -11,12 +11,15 @@ import os
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
-def rss_bytes() -> int:
+def rss_bytes(pid: int | str = "self") -> int:
+    """Resident memory of this process, or of the process ``pid`` (0 if it is gone)."""
     try:
-        with open("/proc/self/statm") as f:
+        with open(f"/proc/{pid}/statm") as f:
             return int(f.read().split()[1]) * _PAGE
-    except OSError:  # not Linux
-        import resource
+    except OSError:
+        if pid != "self":
+            return 0
+        import resource  # not Linux
 
         return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 

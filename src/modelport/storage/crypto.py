@@ -62,6 +62,11 @@ class BlobCipher:
         """The plaintext, chunk by chunk; raises ``DecryptionError`` on a wrong key or altered bytes."""
         if src.read(len(MAGIC)) != MAGIC:
             raise DecryptionError(f"artifact blob {digest[:12]} is not encrypted with modelport's format")
+        return self.decrypt_records(src, digest)
+
+    def decrypt_records(self, src: BinaryIO, digest: str) -> Iterator[bytes]:
+        """As ``decrypt_chunks`` once ``MAGIC`` has been read: a reader that looked at a blob's head to
+        tell its kind goes on from there, without seeking back (a store's stream may not seek)."""
         record = NONCE + CHUNK + TAG
         block = src.read(record)
         index = 0

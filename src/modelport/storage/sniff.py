@@ -1,4 +1,9 @@
-"""Tell uploads apart by content: directory archives, single files, and formats that run code on load."""
+"""Tell uploads apart by content: zip or tar directory archives versus single files, and refuse pickles.
+
+Refused as able to run code on load: pickles of protocol 2 and later, plain or compressed with
+zlib/gzip/bz2/xz (as joblib writes them), and zip files holding ``.pkl``/``.pickle`` members (torch.save).
+Protocol 0/1 pickles have no header to recognise and are not refused here.
+"""
 
 from __future__ import annotations
 
@@ -23,7 +28,8 @@ class UploadKind(StrEnum):
 
 
 def _is_pickle(head: bytes) -> bool:
-    # protocol 2+ pickles open with PROTO; protocol 0/1 ones with MARK/EMPTY_* opcodes and end in STOP
+    # protocol 2+ pickles open with the PROTO opcode and their protocol number; protocol 0/1 ones have no
+    # header (their first opcode is also a common text character), so they are not recognised here
     return len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5
 
 
@@ -40,14 +46,15 @@ def _decompressed_head(path: Path, head: bytes) -> bytes | None:
             with lzma.open(path) as x:
                 return x.read(512)
         if head[:1] == b"\x78" and head[1:2] in (b"\x01", b"\x5e", b"\x9c", b"\xda"):
-            return zlib.decompressobj().decompress(path.read_bytes()[:65536])[:512]
+            with path.open("rb") as f:  # only the head: the upload may be gigabytes
+                return zlib.decompressobj().decompress(f.read(65536))[:512]
     except (OSError, EOFError, zlib.error, lzma.LZMAError):
         return None
     return None
 
 
 def is_pickled(path: Path) -> bool:
-    """A pickle, plain or compressed as joblib writes them."""
+    """A pickle of protocol 2 or later, plain or compressed as joblib writes them."""
     with path.open("rb") as f:
         head = f.read(512)
     inner = _decompressed_head(path, head)
@@ -55,7 +62,7 @@ def is_pickled(path: Path) -> bool:
 
 
 def refuse_unsafe(path: Path, display: str = "the artifact") -> None:
-    """Raise ``UnsafeFormat`` when the file is a pickle, a compressed (joblib) pickle or a pickle zip."""
+    """Raise ``UnsafeFormat`` for a protocol 2+ pickle, plain or compressed (joblib), or a pickle zip."""
     with path.open("rb") as f:
         head = f.read(512)
     if _is_pickle(head):

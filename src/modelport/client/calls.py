@@ -1,0 +1,286 @@
+"""The SDK's I/O-free half: each API call as a ``Call`` (what to send, how to read the answer).
+
+``Client`` and ``AsyncClient`` only send a ``Call`` and hand the response back to it, so request building,
+response decoding and the mapping of error responses to the ``modelport.errors`` tree live here once.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generic, TypedDict, TypeVar, cast
+
+import httpx
+import numpy as np
+
+from modelport.constants import DEFAULT_ALIAS, DEFAULT_URL
+from modelport.errors import (
+    ERRORS_BY_CODE,
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    ModelportError,
+    NotFound,
+    NotReady,
+    Overloaded,
+    PayloadTooLarge,
+    RateLimited,
+    RequestTimeout,
+    StorageFull,
+    Unauthenticated,
+)
+from modelport.serving.datatypes import numpy_dtype, v2_datatype
+
+T = TypeVar("T")
+JSONObject = dict[str, Any]
+Outputs = dict[str, np.ndarray]
+Progress = Callable[[int], None]
+UPLOAD_CHUNK = 1024 * 1024
+
+
+def base_url(url: str | None) -> str:
+    """``url``, else ``MODELPORT_URL``, else ``DEFAULT_URL``; without a trailing slash."""
+    return (url or os.environ.get("MODELPORT_URL") or DEFAULT_URL).rstrip("/")
+
+
+def default_api_key() -> str | None:
+    """``MODELPORT_API_KEY``, else ``MODELPORT_ADMIN_KEY``, else the data directory's ``admin.key``."""
+    for var in ("MODELPORT_API_KEY", "MODELPORT_ADMIN_KEY"):
+        if os.environ.get(var):
+            return os.environ[var]
+    key_file = Path(os.environ.get("MODELPORT_DATA_DIR", ".modelport")) / "admin.key"
+    try:
+        return key_file.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def auth_headers(api_key: str | None) -> dict[str, str]:
+    key = api_key if api_key is not None else default_api_key()
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A file sent as the request body in chunks, reporting each chunk's size to ``progress``."""
+
+    path: Path
+    progress: Progress | None = None
+
+    def chunks(self) -> Generator[bytes, None, None]:
+        with self.path.open("rb") as f:
+            while chunk := f.read(UPLOAD_CHUNK):
+                if self.progress:
+                    self.progress(len(chunk))
+                yield chunk
+
+
+@dataclass(frozen=True)
+class Call(Generic[T]):
+    """One API call: the request to send and ``decode``, which turns its JSON answer into ``T``."""
+
+    method: str
+    path: str
+    decode: Callable[[Any], T]
+    params: dict[str, Any] | None = None
+    json: Any = None
+    upload: Upload | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def request(self, http: httpx.Client | httpx.AsyncClient, content: Any = None) -> httpx.Request:
+        """The request, with ``content`` (the upload's chunks, as the sending client iterates them)."""
+        return http.build_request(
+            self.method, self.path, params=self.params, json=self.json, content=content, headers=self.headers
+        )
+
+    def result(self, response: httpx.Response) -> T:
+        """The decoded answer, or the typed error that the response stands for, raised."""
+        if response.status_code >= 400:
+            raise error_from(response)
+        if response.status_code == 204 or not response.content:
+            return self.decode(None)
+        return self.decode(response.json())
+
+
+def _object(body: Any) -> JSONObject:
+    return cast(JSONObject, body)
+
+
+def _objects(body: Any) -> list[JSONObject]:
+    return cast(list[JSONObject], body)
+
+
+def _nothing(body: Any) -> None:
+    return None
+
+
+def _model(name: str) -> str:
+    return f"/api/v1/models/{name}"
+
+
+def _alias(name: str, alias: str) -> str:
+    return f"{_model(name)}/aliases/{alias}"
+
+
+def _v2(name: str, version: str | int | None) -> str:
+    return f"/v2/models/{name}" + (f"/versions/{version}" if version is not None else "")
+
+
+# ---- models and versions ------------------------------------------------------------------------
+def list_models() -> Call[list[JSONObject]]:
+    return Call("GET", "/api/v1/models", _objects)
+
+
+def get_model(name: str) -> Call[JSONObject]:
+    return Call("GET", _model(name), _object)
+
+
+def delete_model(name: str) -> Call[None]:
+    return Call("DELETE", _model(name), _nothing)
+
+
+def push(name: str, path: str | Path, framework: str | None, progress: Progress | None) -> Call[JSONObject]:
+    """Upload a model file or a directory archive as the next version of ``name``."""
+    path = Path(path)
+    params = {"filename": path.name, **({"framework": framework} if framework else {})}
+    headers = {"Content-Type": "application/octet-stream", "Content-Length": str(path.stat().st_size)}
+    upload = Upload(path, progress)
+    return Call("POST", f"{_model(name)}/versions", _object, params=params, upload=upload, headers=headers)
+
+
+def list_versions(name: str) -> Call[list[JSONObject]]:
+    return Call("GET", f"{_model(name)}/versions", _objects)
+
+
+def get_version(name: str, version: int) -> Call[JSONObject]:
+    return Call("GET", f"{_model(name)}/versions/{version}", _object)
+
+
+def delete_version(name: str, version: int) -> Call[None]:
+    return Call("DELETE", f"{_model(name)}/versions/{version}", _nothing)
+
+
+# ---- aliases ------------------------------------------------------------------------------------
+def promote(name: str, version: int, alias: str = DEFAULT_ALIAS) -> Call[JSONObject]:
+    return Call("PUT", _alias(name, alias), _object, json={"version": version})
+
+
+def rollback(name: str, alias: str = DEFAULT_ALIAS) -> Call[JSONObject]:
+    return Call("POST", f"{_alias(name, alias)}/rollback", _object)
+
+
+def list_aliases(name: str) -> Call[list[JSONObject]]:
+    return Call("GET", f"{_model(name)}/aliases", _objects)
+
+
+def alias_history(name: str, alias: str = DEFAULT_ALIAS) -> Call[list[JSONObject]]:
+    return Call("GET", f"{_alias(name, alias)}/history", _objects)
+
+
+# ---- keys and audit -----------------------------------------------------------------------------
+class KeyOptions(TypedDict, total=False):
+    expires_at: str | None  # ISO 8601; the key stops working then
+    models: str | None  # a glob: the key works only for matching model names
+    rate_limit: float | None  # requests per second, per server process
+
+
+def create_key(name: str, scopes: list[str], options: KeyOptions) -> Call[JSONObject]:
+    body = {"name": name, "scopes": scopes, **{k: v for k, v in options.items() if v}}
+    return Call("POST", "/api/v1/keys", _object, json=body)
+
+
+def list_keys() -> Call[list[JSONObject]]:
+    return Call("GET", "/api/v1/keys", _objects)
+
+
+def revoke_key(name: str) -> Call[JSONObject]:
+    return Call("DELETE", f"/api/v1/keys/{name}", _object)
+
+
+def audit(filters: dict[str, Any]) -> Call[list[JSONObject]]:
+    params = {k: v for k, v in filters.items() if v is not None}
+    return Call("GET", "/api/v1/audit", _objects, params=params)
+
+
+# ---- inference ----------------------------------------------------------------------------------
+def metadata(name: str, version: str | int | None = None) -> Call[JSONObject]:
+    return Call("GET", _v2(name, version), _object)
+
+
+def infer(name: str, inputs: dict[str, Any], version: str | int | None = None) -> Call[tuple[Outputs, str]]:
+    """One V2 inference with JSON tensors; the answer is the outputs and the version that served them."""
+    return Call("POST", _v2(name, version) + "/infer", _infer_result, json={"inputs": encode_inputs(inputs)})
+
+
+def encode_inputs(inputs: dict[str, Any]) -> list[JSONObject]:
+    tensors = []
+    for input_name, value in inputs.items():
+        array = np.asarray(value)
+        tensors.append(
+            {
+                "name": input_name,
+                "shape": list(array.shape),
+                "datatype": v2_datatype(array.dtype),
+                "data": array.reshape(-1).tolist(),
+            }
+        )
+    return tensors
+
+
+def _infer_result(body: Any) -> tuple[Outputs, str]:
+    outputs = {
+        out["name"]: np.asarray(out["data"], dtype=numpy_dtype(out["datatype"])).reshape(out["shape"])
+        for out in body["outputs"]
+    }
+    return outputs, str(body["model_version"])
+
+
+# ---- errors -------------------------------------------------------------------------------------
+# V2 routes answer {"error": "message"} without a code (Triton's shape): the status picks the class.
+_BY_STATUS: dict[int, type[ModelportError]] = {
+    400: InvalidInput,
+    401: Unauthenticated,
+    403: Forbidden,
+    404: NotFound,
+    409: Conflict,
+    413: PayloadTooLarge,
+    429: RateLimited,
+    503: NotReady,
+    504: RequestTimeout,
+    507: StorageFull,
+}
+
+
+def error_from(response: httpx.Response) -> ModelportError:
+    """The ``modelport.errors`` exception an error response stands for, with its status and Retry-After."""
+    try:
+        error = response.json().get("error")
+    except (ValueError, AttributeError):
+        error = None
+    retry_after = _retry_after(response)
+    field_name = None
+    if isinstance(error, dict):
+        cls = ERRORS_BY_CODE.get(str(error.get("code")), ModelportError)
+        message, field_name = str(error.get("message") or response.reason_phrase), error.get("field")
+    else:
+        cls = _BY_STATUS.get(response.status_code, ModelportError)
+        if cls is NotReady and retry_after is not None:
+            cls = Overloaded  # the one 503 that asks to retry
+        message = str(error or response.text[:200])
+    if issubclass(cls, RateLimited):
+        exc: ModelportError = cls(message, retry_after or 1.0)
+        exc.status_code = response.status_code  # RateLimited's constructor takes no status
+    else:
+        exc = cls(message, field=field_name, status_code=response.status_code)
+    if retry_after is not None:
+        exc.retry_after = retry_after
+    return exc
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    try:
+        return float(response.headers["Retry-After"])
+    except (KeyError, ValueError):
+        return None

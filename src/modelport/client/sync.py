@@ -1,0 +1,109 @@
+"""``Client``: the management API and V2 inference over HTTP, blocking, with typed errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar, Unpack
+
+import httpx
+
+from modelport.client import calls
+from modelport.client.base import BaseClient
+from modelport.client.calls import JSONObject, KeyOptions, Outputs, Progress
+from modelport.constants import DEFAULT_ALIAS
+
+T = TypeVar("T")
+
+
+class Client(BaseClient[httpx.Client, httpx.BaseTransport]):
+    """The blocking client (arguments: see ``BaseClient``); ``AsyncClient`` has the same methods, awaited."""
+
+    _http_class = httpx.Client
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _send(self, call: calls.Call[T]) -> T:
+        content = call.upload.chunks() if call.upload else None
+        return call.result(self._http.send(call.request(self._http, content)))
+
+    # ---- models and versions ------------------------------------------------------------------
+    def list_models(self) -> list[JSONObject]:
+        return self._send(calls.list_models())
+
+    def get_model(self, name: str) -> JSONObject:
+        return self._send(calls.get_model(name))
+
+    def delete_model(self, name: str) -> None:
+        self._send(calls.delete_model(name))
+
+    def push(
+        self, name: str, path: str | Path, *, framework: str | None = None, progress: Progress | None = None
+    ) -> JSONObject:
+        """Upload a model file or a directory archive as the next version of ``name``.
+
+        ``framework`` overrides detection; ``progress`` is called with each chunk's size as it is sent.
+        """
+        return self._send(calls.push(name, path, framework, progress))
+
+    def list_versions(self, name: str) -> list[JSONObject]:
+        return self._send(calls.list_versions(name))
+
+    def get_version(self, name: str, version: int) -> JSONObject:
+        return self._send(calls.get_version(name, version))
+
+    def delete_version(self, name: str, version: int) -> None:
+        self._send(calls.delete_version(name, version))
+
+    # ---- aliases ------------------------------------------------------------------------------
+    def promote(self, name: str, version: int, alias: str = DEFAULT_ALIAS) -> JSONObject:
+        """Point ``alias`` at ``version``; the version is loaded before traffic moves to it."""
+        return self._send(calls.promote(name, version, alias))
+
+    def rollback(self, name: str, alias: str = DEFAULT_ALIAS) -> JSONObject:
+        """Move ``alias`` back to the version it pointed at before."""
+        return self._send(calls.rollback(name, alias))
+
+    def list_aliases(self, name: str) -> list[JSONObject]:
+        return self._send(calls.list_aliases(name))
+
+    def alias_history(self, name: str, alias: str = DEFAULT_ALIAS) -> list[JSONObject]:
+        return self._send(calls.alias_history(name, alias))
+
+    # ---- keys and audit -----------------------------------------------------------------------
+    def create_key(self, name: str, scopes: list[str], **options: Unpack[KeyOptions]) -> JSONObject:
+        """Create a key (``expires_at``, ``models``, ``rate_limit``: see ``KeyOptions``).
+
+        The answer's ``key`` is the secret: it is shown this once.
+        """
+        return self._send(calls.create_key(name, scopes, options))
+
+    def list_keys(self) -> list[JSONObject]:
+        return self._send(calls.list_keys())
+
+    def revoke_key(self, name: str) -> JSONObject:
+        return self._send(calls.revoke_key(name))
+
+    def audit(self, **filters: Any) -> list[JSONObject]:
+        """Audit entries, newest first; filters: ``actor``, ``action``, ``target``, ``limit``."""
+        return self._send(calls.audit(filters))
+
+    # ---- inference ----------------------------------------------------------------------------
+    def metadata(self, name: str, version: str | int | None = None) -> JSONObject:
+        """V2 model metadata (inputs, outputs) of the version that ``version`` (a number or alias) names."""
+        return self._send(calls.metadata(name, version))
+
+    def infer(
+        self, name: str, inputs: dict[str, Any], *, version: str | int | None = None
+    ) -> tuple[Outputs, str]:
+        """Run one V2 inference with JSON tensors; returns the outputs and the version that served them."""
+        return self._send(calls.infer(name, inputs, version))
