@@ -42,8 +42,7 @@ def make_services(data_dir: Path, *, primary: bool = True, **overrides: object) 
     overrides.setdefault("allowed_hosts", IN_PROCESS_HOSTS)
     settings = Settings(data_dir=data_dir, admin_key=ADMIN_KEY, **overrides)  # type: ignore[arg-type]
     services = build_services(settings, primary=primary)
-    services.repository.runtimes.runtimes["fake"] = fixtures.FakeRuntime  # type: ignore[assignment]
-    services.repository.runtimes.runtimes["fake-proc"] = fixtures.FakeProcessRuntime  # type: ignore[assignment]
+    services.repository.runtimes.runtimes.update(fixtures.FAKES)  # type: ignore[arg-type]
     return services
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris
 
-from modelport.runtimes.base import Capabilities, Placement, RuntimeBase
+from modelport.runtimes.base import Batching, Capabilities, MemoryUse, Placement, RuntimeBase
 
 IRIS_X, IRIS_Y = load_iris(return_X_y=True)
 CANCER_X, CANCER_Y = load_breast_cancer(return_X_y=True)
@@ -147,9 +147,7 @@ class FakeRuntime(RuntimeBase):
 
 
 def fake_artifact(**config: float) -> bytes:
-    import json
-
-    return FakeRuntime.MAGIC + json.dumps(config).encode()
+    return fake_artifact_of(FakeRuntime, **config)
 
 
 class FakeProcessRuntime(FakeRuntime):
@@ -158,3 +156,104 @@ class FakeProcessRuntime(FakeRuntime):
     framework = "fake-proc"
     MAGIC = b"modelport-fake-proc:"
     capabilities = Capabilities(placement=Placement.PROCESS)
+
+
+class FakeTokenRuntime(FakeRuntime):
+    """Batched by a token budget: ``max_batch_size`` counts the elements of a batch, not its rows."""
+
+    framework = "fake-tokens"
+    MAGIC = b"modelport-fake-tokens:"
+    capabilities = Capabilities(batching=Batching.TOKENS)
+
+
+class FakeUnbatchedRuntime(FakeRuntime):
+    """Never batched: each request is one call; ``peak`` is the most calls seen running at once."""
+
+    framework = "fake-unbatched"
+    MAGIC = b"modelport-fake-unbatched:"
+    capabilities = Capabilities(batching=Batching.NONE)
+    running = 0
+    peak = 0
+
+    def predict(self, inputs, outputs=None):  # type: ignore[no-untyped-def]
+        cls = FakeUnbatchedRuntime
+        cls.running += 1
+        cls.peak = max(cls.peak, cls.running)
+        try:
+            return super().predict(inputs, outputs)
+        finally:
+            cls.running -= 1
+
+
+class OwnScheduler:
+    """A runtime's own scheduler (as continuous batching would be): answers ``y = 3 * x`` itself."""
+
+    def __init__(self) -> None:
+        self.submitted = 0
+        self.policy: object = None
+        self.closed = False
+        self._inflight = 0
+
+    @property
+    def inflight(self) -> int:
+        return self._inflight
+
+    async def submit(self, inputs, outputs=None, timeout=None):  # type: ignore[no-untyped-def]
+        self.submitted += 1
+        return {"y": inputs["x"] * 3}
+
+    def wait_idle(self, timeout: float) -> bool:
+        return True
+
+    def configure(self, policy: object) -> None:
+        self.policy = policy
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeSchedulingRuntime(FakeRuntime):
+    framework = "fake-own"
+    MAGIC = b"modelport-fake-own:"
+    capabilities = Capabilities(batching=Batching.OWN)
+    schedulers: list[OwnScheduler] = []  # noqa: RUF012 - tests read what the server made
+
+    def scheduler(self, executor: object) -> OwnScheduler:
+        made = OwnScheduler()
+        FakeSchedulingRuntime.schedulers.append(made)
+        return made
+
+
+class FakeGpuRuntime(FakeRuntime):
+    """Runs on a GPU only; reports ``gpu_mb`` MB of GPU memory once loaded, and the device it got."""
+
+    framework = "fake-gpu"
+    MAGIC = b"modelport-fake-gpu:"
+    capabilities = Capabilities(devices=("cuda",))
+    devices: list[str] = []  # noqa: RUF012
+
+    def load(self, artifact_dir: Path, device: str = "cpu") -> None:
+        super().load(artifact_dir, device)
+        FakeGpuRuntime.devices.append(device)
+
+    def memory(self) -> MemoryUse:
+        return MemoryUse(host=0, gpu=int(self.config.get("gpu_mb", 0) * 1024 * 1024))
+
+
+FAKES: dict[str, type[FakeRuntime]] = {
+    cls.framework: cls
+    for cls in (
+        FakeRuntime,
+        FakeProcessRuntime,
+        FakeTokenRuntime,
+        FakeUnbatchedRuntime,
+        FakeSchedulingRuntime,
+        FakeGpuRuntime,
+    )
+}
+
+
+def fake_artifact_of(cls: type[FakeRuntime], **config: float) -> bytes:
+    import json
+
+    return cls.MAGIC + json.dumps(config).encode()

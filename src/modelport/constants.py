@@ -9,3 +9,6 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 DEFAULT_URL = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"
 """Where the CLI and the SDK look for a server when ``MODELPORT_URL`` is not set."""
+
+SAFE_FORMATS = "skops (.skops), ONNX, XGBoost JSON/UBJ, LightGBM text model"
+"""The model formats that load without running code from the file, as error messages name them."""

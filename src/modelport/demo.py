@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from modelport.constants import DEFAULT_ALIAS
 from modelport.repository import ModelRepository
 
 ACTOR = "demo"
@@ -106,14 +107,14 @@ def install_demo(repository: ModelRepository) -> list[DemoModel]:
     with tempfile.TemporaryDirectory() as tmp:
         for demo in models:
             if repository.registry.models.find_model(demo.name) and repository.registry.aliases.find(
-                demo.name, "production"
+                demo.name, DEFAULT_ALIAS
             ):
                 continue
             path = demo.build(Path(tmp))
             record = repository.push_bytes(demo.name, [path.read_bytes()], by=ACTOR, filename=path.name)
             if record.error:
                 raise RuntimeError(f"demo model {demo.name} failed its check: {record.error}")
-            repository.promote(demo.name, "production", record.version, by=ACTOR)
+            repository.promote(demo.name, DEFAULT_ALIAS, record.version, by=ACTOR)
     return models
 
 

@@ -16,7 +16,7 @@ import tempfile
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -51,12 +51,14 @@ def storage_errors() -> Iterator[None]:
 
 @dataclass(frozen=True)
 class Limits:
-    max_upload_bytes: int = 2 * 1024**3
-    archive_max_entries: int = 10_000
-    archive_max_bytes: int = 8 * 1024**3
-    max_concurrent_loads: int = 2
-    allow_pickle: bool = False
-    sandbox: SandboxLimits = field(default_factory=SandboxLimits)
+    """The repository's bounds, from the server settings (their defaults are defined there, once)."""
+
+    max_upload_bytes: int
+    archive_max_entries: int
+    archive_max_bytes: int
+    max_concurrent_loads: int
+    allow_pickle: bool
+    sandbox: SandboxLimits
 
 
 class Upload:
@@ -114,13 +116,13 @@ class ModelRepository:
         store: ArtifactStore,
         runtimes: RuntimeCatalog,
         scratch_dir: Path,
-        limits: Limits | None = None,
+        limits: Limits,
     ) -> None:
         self.registry = registry
         self.store = store
         self.runtimes = runtimes
         self.scratch = scratch_dir
-        self.limits = limits or Limits()
+        self.limits = limits
         self._loading = threading.BoundedSemaphore(self.limits.max_concurrent_loads)
         scratch_dir.mkdir(parents=True, exist_ok=True)
 
@@ -336,8 +338,13 @@ class ModelRepository:
         self.registry.blobs.collect({e.sha256 for e in entries}, self.store.delete)
 
     # ---- start-up recovery --------------------------------------------------------------------
-    def recover(self) -> dict[str, int]:
-        """After a crash: drop scratch files, blobs no version references, and re-check pending versions."""
+    def recover(self, *, sole_writer: bool) -> dict[str, int]:
+        """After a crash: drop scratch files, blobs no version references, and re-check pending versions.
+
+        ``sole_writer``: no other process can be pushing now (a single host starting up), so the pins of
+        pushes that died with the last run are dropped too; otherwise they are left to expire."""
+        if sole_writer:
+            self.registry.blobs.clear_pins()
         for leftover in self.scratch.iterdir():
             if leftover.is_dir():
                 shutil.rmtree(leftover, ignore_errors=True)

@@ -85,7 +85,8 @@ def build_services(settings: Settings, *, primary: bool = True) -> Services:
     generated = None
     if primary:
         store.sweep_temp()
-        recovered = repository.recover()
+        # SQLite is one host's database: no other process pushes while the primary starts
+        recovered = repository.recover(sole_writer=engine.dialect.name == "sqlite")
         if any(recovered.values()):
             log.warning("recovered after an unclean stop: %s", recovered)
         generated = keys.bootstrap_admin(data_dir, settings.admin_key) if settings.auth else None

@@ -68,7 +68,13 @@ def test_push_promote_predict_rollback_delete(cli: CliRunner, artifacts: dict[st
 
     table = cli.invoke(app, ["models", "list"])
     assert table.exit_code == 0 and "cli-iris" in table.stdout
-    assert cli.invoke(app, ["models", "delete", "cli-iris", "--version", "2", "--yes"]).exit_code == 0
+    deleted = cli.invoke(app, ["models", "delete", "cli-iris", "--version", "2", "--yes"])
+    assert deleted.exit_code == 0 and "deleted cli-iris version 2" in deleted.output
+    assert [v["version"] for v in run_json(cli, "models", "versions", "cli-iris")] == [1]  # type: ignore[union-attr]
+    refused = cli.invoke(app, ["models", "delete", "cli-iris", "--version", "1"], input="n\n")
+    assert refused.exit_code == 1 and [
+        v["version"] for v in run_json(cli, "models", "versions", "cli-iris")
+    ] == [1]  # type: ignore[union-attr]
     assert cli.invoke(app, ["models", "delete", "cli-iris", "--yes"]).exit_code == 0
     assert run_json(cli, "models", "list") == []
 
@@ -92,7 +98,10 @@ def test_key_falls_back_to_the_data_dir(
     monkeypatch.setenv("MODELPORT_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("MODELPORT_URL", running.url)
     result = CliRunner().invoke(app, ["models", "list", "--output", "json"])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 0 and json.loads(result.stdout) == [], result.output
+    (tmp_path / "admin.key").write_text("mp_not-the-key\n")  # the key really comes from that file
+    result = CliRunner().invoke(app, ["models", "list", "--output", "json"])
+    assert result.exit_code == 1 and "unauthenticated" in result.output
 
 
 def test_keys_and_audit_commands(cli: CliRunner, running: RunningServer) -> None:

@@ -250,3 +250,22 @@ def test_collect_spares_referenced_and_pinned_blobs(registry: Registry) -> None:
     assert registry.blobs.collect(["c" * 64], deleted.append) == ["c" * 64]
     registry.models.delete_version("iris", 1)
     assert registry.blobs.collect(["a" * 64], deleted.append) == ["a" * 64]
+
+
+def test_pins_of_a_dead_push_expire_or_are_cleared_at_start(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import timedelta
+
+    from modelport.registry import blobs
+
+    deleted: list[str] = []
+    monkeypatch.setattr(blobs, "PIN_TTL", timedelta(seconds=-1))  # a pin taken long ago
+    registry.blobs.pin(["e" * 64])
+    assert registry.blobs.collect(["e" * 64], deleted.append) == ["e" * 64]
+    monkeypatch.undo()
+    registry.blobs.pin(["f" * 64])
+    assert registry.blobs.collect(["f" * 64], deleted.append) == []
+    registry.blobs.clear_pins()
+    assert registry.blobs.collect(["f" * 64], deleted.append) == ["f" * 64]
+    assert deleted == ["e" * 64, "f" * 64]

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from modelport.registry.db import Database, utcnow
 from modelport.registry.tables import BlobPinRow, CounterRow, VersionFileRow
 
-PIN_TTL = timedelta(hours=24)  # longer than any upload; a pin left by a crashed push expires
+PIN_TTL = timedelta(hours=6)  # longer than any push takes to write its blobs; a crashed push's pin expires
 
 
 def _lock(s: Session) -> None:
@@ -38,6 +38,13 @@ class BlobReferences:
             _lock(s)
             s.add_all(BlobPinRow(owner=owner, sha256=sha, expires_at=expires) for sha in set(digests))
         return owner
+
+    def clear_pins(self) -> None:
+        """Drop every pin: only for start-up when no other process can be pushing (one host, before its
+        workers start), so that blobs of a push that crashed are collected at once."""
+        with self.db.tx() as s:
+            _lock(s)
+            s.execute(delete(BlobPinRow))
 
     def unpin(self, owner: str) -> None:
         with self.db.tx() as s:

@@ -5,11 +5,11 @@ from __future__ import annotations
 from importlib.metadata import entry_points
 from pathlib import Path
 
+from modelport.constants import SAFE_FORMATS
 from modelport.errors import InvalidInput, UnsupportedFormat
 from modelport.runtimes.base import Runtime
 
 ENTRY_POINT_GROUP = "modelport.runtimes"
-SAFE_FORMATS = "skops (.skops), ONNX, XGBoost JSON/UBJ, LightGBM text model"
 
 
 class RuntimeCatalog:

@@ -24,8 +24,8 @@ NOBODY = 65534
 
 @dataclass(frozen=True)
 class SandboxLimits:
-    memory_bytes: int = 4 * 1024**3
-    load_cpu_seconds: int = 300
+    memory_bytes: int  # the server settings hold the defaults
+    load_cpu_seconds: int
     open_files: int = 256
 
 

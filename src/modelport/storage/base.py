@@ -46,15 +46,6 @@ class ArtifactStore(Protocol):
         """Remove temp files left by an interrupted write; returns how many."""
 
 
-def iter_digests(store: ArtifactStore, page: int = 1000) -> Iterator[str]:
-    """Every digest of ``store``, fetched a page at a time. Deleting the digests already yielded is safe:
-    the next page starts after the last digest seen, not at an offset."""
-    after: str | None = None
-    while batch := store.digests(after, page):
-        yield from batch
-        after = batch[-1]
-
-
 def read_chunks(src: BinaryIO) -> Iterator[bytes]:
     while chunk := src.read(CHUNK):
         yield chunk

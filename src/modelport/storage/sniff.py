@@ -16,9 +16,10 @@ import zlib
 from enum import StrEnum
 from pathlib import Path
 
+from modelport.constants import SAFE_FORMATS
 from modelport.errors import UnsafeFormat
 
-SAFE_HINT = "push a safe format instead: skops, ONNX, XGBoost JSON/UBJ or LightGBM text"
+SAFE_HINT = f"push a safe format instead: {SAFE_FORMATS}"
 
 
 class UploadKind(StrEnum):
