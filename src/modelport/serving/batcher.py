@@ -16,7 +16,7 @@ import asyncio
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
@@ -87,22 +87,13 @@ class _Inflight:
         return self._idle.wait(timeout)
 
 
-class Batcher:
-    def __init__(
-        self,
-        predict: Predict,
-        executor: Executor,
-        policy: BatchPolicy,
-        on_batch: Callable[[int], None] | None = None,
-    ) -> None:
+class _Scheduler:
+    """What both schedulers share: the runtime's ``predict``, the executor, the policy, in-flight count."""
+
+    def __init__(self, predict: Predict, executor: Executor, policy: BatchPolicy) -> None:
         self._predict = predict
-        self._on_batch = on_batch
         self._executor = executor
         self.policy = policy
-        self._queue: deque[_Pending] = deque()
-        self._wakeup: asyncio.Event | None = None
-        self._worker: asyncio.Task[None] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._inflight = _Inflight()
 
     @property
@@ -114,6 +105,32 @@ class Batcher:
 
     def configure(self, policy: BatchPolicy) -> None:
         self.policy = policy
+
+    async def _answer(self, future: Awaitable[Tensors], timeout: float | None) -> Tensors:
+        """Await one request's result, counted in flight meanwhile, bounded by ``timeout``."""
+        self._inflight.enter()
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            raise RequestTimeout(f"inference did not finish within {timeout:g} s") from None
+        finally:
+            self._inflight.leave()
+
+
+class Batcher(_Scheduler):
+    def __init__(
+        self,
+        predict: Predict,
+        executor: Executor,
+        policy: BatchPolicy,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        super().__init__(predict, executor, policy)
+        self._on_batch = on_batch
+        self._queue: deque[_Pending] = deque()
+        self._wakeup: asyncio.Event | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def submit(
         self, inputs: Tensors, outputs: Sequence[str] | None = None, timeout: float | None = None
@@ -129,15 +146,7 @@ class Batcher:
         self._ensure_worker()
         assert self._wakeup is not None
         self._wakeup.set()
-        self._inflight.enter()
-        try:
-            if timeout is None:
-                return await pending.future
-            return await asyncio.wait_for(pending.future, timeout)
-        except TimeoutError:
-            raise RequestTimeout(f"inference did not finish within {timeout:g} s") from None
-        finally:
-            self._inflight.leave()
+        return await self._answer(pending.future, timeout)
 
     def _ensure_worker(self) -> None:
         loop = asyncio.get_running_loop()
@@ -241,25 +250,9 @@ class Batcher:
         self._queue.clear()
 
 
-class DirectScheduler:
+class DirectScheduler(_Scheduler):
     """No batching: each request is one ``predict`` call in the executor, as many at once as it allows,
     with the same queue bound, timeout and in-flight accounting as the ``Batcher``."""
-
-    def __init__(self, predict: Predict, executor: Executor, policy: BatchPolicy) -> None:
-        self._predict = predict
-        self._executor = executor
-        self.policy = policy
-        self._inflight = _Inflight()
-
-    @property
-    def inflight(self) -> int:
-        return self._inflight.count
-
-    def wait_idle(self, timeout: float) -> bool:
-        return self._inflight.wait_idle(timeout)
-
-    def configure(self, policy: BatchPolicy) -> None:
-        self.policy = policy
 
     async def submit(
         self, inputs: Tensors, outputs: Sequence[str] | None = None, timeout: float | None = None
@@ -268,13 +261,7 @@ class DirectScheduler:
             raise Overloaded("the model's request queue is full; retry shortly")
         wanted = tuple(outputs) if outputs is not None else None
         call = asyncio.get_running_loop().run_in_executor(self._executor, self._predict, inputs, wanted)
-        self._inflight.enter()
-        try:
-            return await asyncio.wait_for(call, timeout)
-        except TimeoutError:
-            raise RequestTimeout(f"inference did not finish within {timeout:g} s") from None
-        finally:
-            self._inflight.leave()
+        return await self._answer(call, timeout)
 
     def close(self) -> None:
         return None
