@@ -7,6 +7,7 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
+from modelport.server import Services
 from tests.conftest import push
 
 
@@ -131,3 +132,11 @@ def test_openapi_and_local_docs(api: TestClient) -> None:
     assert page.status_code == 200 and "/docs-assets/swagger-ui-bundle.js" in page.text
     assert "cdn" not in page.text.lower()
     assert api.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
+
+
+def test_version_metadata_attached_later_is_shown(
+    api: TestClient, services: Services, artifacts: dict[str, Path]
+) -> None:
+    assert push(api, "iris", artifacts["iris.skops"]).json()["metadata"] == {}
+    services.registry.models.update_metadata("iris", 1, {"lineage": {"converted_from": 7}})
+    assert api.get("/api/v1/models/iris/versions/1").json()["metadata"] == {"lineage": {"converted_from": 7}}

@@ -1,4 +1,8 @@
-"""Property-based fuzzing of every documented operation (schemathesis on /openapi.json): no 5xx."""
+"""Property-based fuzzing of every documented operation (schemathesis on /openapi.json): no 5xx.
+
+Path parameters named ``version`` are also drawn from integers far beyond 64 bits (a hook on the
+generated path parameters): those must answer 404 or 400, and a test below shows that the generation
+reaches them for every such operation."""
 
 from __future__ import annotations
 
@@ -10,7 +14,8 @@ from typing import Any
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, find, settings
+from hypothesis import strategies as st
 
 from modelport.server import build_app
 from tests import fixtures
@@ -24,6 +29,35 @@ _SERVICES.repository.push_bytes(
 )
 _SERVICES.repository.promote("iris", "production", 1, by="fuzz")
 schema = schemathesis.openapi.from_asgi("/openapi.json", build_app(_SERVICES))
+BEYOND_64_BITS = 2**64
+huge_versions = st.one_of(
+    st.integers(min_value=BEYOND_64_BITS, max_value=10**40),
+    st.integers(min_value=-(10**40), max_value=-BEYOND_64_BITS),
+    st.from_regex(r"[1-9][0-9]{20,300}", fullmatch=True),  # long digit strings
+)
+VERSIONED = [
+    operation
+    for item in schema.get_all_operations()
+    if (operation := item.ok()).path_parameters.get("version") is not None
+]
+
+
+def is_huge(value: object) -> bool:
+    """An integer (or its decimal text) of magnitude 2**64 or more; int() is not used on long text,
+    which Python refuses beyond 4300 digits."""
+    digits = str(value).removeprefix("-")
+    if not (digits.isascii() and digits.isdigit()):
+        return False
+    digits = digits.lstrip("0")
+    return len(digits) > 20 or int(digits or "0") >= BEYOND_64_BITS
+
+
+@schema.hook
+def flatmap_path_parameters(context: Any, path_parameters: dict[str, Any]) -> st.SearchStrategy[Any]:
+    """Every ``version`` path parameter is, as often as not, an integer far beyond 64 bits."""
+    if "version" not in (path_parameters or {}):
+        return st.just(path_parameters)
+    return st.one_of(st.just(path_parameters), huge_versions.map(lambda v: {**path_parameters, "version": v}))
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -43,3 +77,16 @@ def test_no_server_errors(case: Any) -> None:
         response.status_code,
         response.text[:300],
     )
+    if is_huge((case.path_parameters or {}).get("version")):
+        assert response.status_code in (400, 404), (case.method, case.formatted_path, response.status_code)
+
+
+@pytest.mark.parametrize("operation", VERSIONED, ids=[op.label for op in VERSIONED])
+def test_generated_cases_reach_huge_versions(operation: Any) -> None:
+    assert len(VERSIONED) >= 6  # V2 metadata, ready, infer; management get, config, delete
+    case = find(
+        operation.as_strategy(),
+        lambda case: is_huge(case.path_parameters["version"]),
+        settings=settings(max_examples=200, database=None, suppress_health_check=list(HealthCheck)),
+    )
+    assert is_huge(case.path_parameters["version"])

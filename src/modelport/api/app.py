@@ -16,9 +16,9 @@ from starlette.responses import HTMLResponse, Response
 
 from modelport import __version__
 from modelport.api import management, v2
-from modelport.api.auth import Authenticator
-from modelport.api.errors import install_error_handlers
-from modelport.api.inference import InferenceFastPath
+from modelport.api.auth import Authenticator, GuardedAuth
+from modelport.api.inference import InferenceFastPath, InferenceHandler
+from modelport.api.surfaces import MANAGEMENT, V2, RootApp
 from modelport.repository import ModelRepository
 from modelport.security.hosts import allowed_hosts
 from modelport.security.keys import KeyService, Scope
@@ -36,7 +36,7 @@ def create_app(
     keys: KeyService,
     on_shutdown: Callable[[], None] | None = None,
 ) -> InferenceFastPath:
-    auth = Authenticator(keys, settings.auth, allowed_hosts(settings.host, settings.allowed_hosts))
+    auth = Authenticator(keys, settings.auth)
     dataplane.on_keys_changed.append(auth.forget)
 
     @asynccontextmanager
@@ -50,7 +50,7 @@ def create_app(
             if on_shutdown is not None:
                 await asyncio.to_thread(on_shutdown)
 
-    app = FastAPI(
+    app = RootApp(
         lifespan=lifespan,
         title="modelport",
         version=__version__,
@@ -58,16 +58,18 @@ def create_app(
         docs_url=None,
         redoc_url=None,
     )
-    install_error_handlers(app)
+    handler = InferenceHandler(dataplane, auth, settings.max_request_bytes, settings.max_tensor_elements)
+    app.mount_surface(V2, v2.build_app(dataplane, handler))
+    guarded = GuardedAuth(auth, allowed_hosts(settings.host, settings.allowed_hosts))
+    app.mount_surface(
+        MANAGEMENT, management.build_app(repository, dataplane, keys, guarded, settings.max_upload_bytes)
+    )
     metrics = dataplane.cache.metrics
-    handler = v2.install(app, dataplane, auth, settings.max_request_bytes, settings.max_tensor_elements)
 
     @app.get("/metrics", include_in_schema=False)
     def prometheus(request: Request) -> Response:
         auth.principal(request, Scope.READ)  # Prometheus: authorization: {credentials: <key>}
         return Response(metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
-
-    management.install(app, repository, dataplane, keys, auth, settings.max_upload_bytes)
 
     # Swagger UI from the swagger-ui-bundle package, so /docs works with no internet access.
     assets = Path(swagger_ui_bundle.swagger_ui_path)
@@ -83,7 +85,7 @@ def create_app(
             swagger_favicon_url="/docs-assets/favicon-32x32.png",
         )
 
-    return InferenceFastPath(app, handler, settings.max_header_bytes)
+    return InferenceFastPath(app, handler, settings.max_header_bytes, app.errors_for)
 
 
 async def _reconcile_forever(dataplane: DataPlane, interval: float) -> None:

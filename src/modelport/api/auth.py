@@ -3,12 +3,17 @@
 Management and metadata calls look the key up in the registry every time. The inference hot path
 caches verified keys per process; that cache is dropped whenever the registry changes (a revocation is
 a change), at once in the process that made the change and at the next reconcile (1 s) in the others.
+
+Each surface picks its auth: ``Authenticator`` alone (V2, /metrics), or ``GuardedAuth`` for surfaces a
+browser page could be made to call (management, later the dashboard): the Host/Origin allow-list is
+checked first and every refusal is written to the audit log.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Protocol
 
 from fastapi import Request
 
@@ -20,11 +25,26 @@ from modelport.security.ratelimit import RateLimiter
 MAX_CACHED_KEYS = 10_000
 
 
+class SurfaceAuth(Protocol):
+    def principal(self, request: Request, *scopes: Scope) -> Principal: ...
+
+
+def dependency(auth: SurfaceAuth, *scopes: Scope) -> Callable[[Request], Principal]:
+    """A FastAPI dependency: the caller, holding one of ``scopes`` (blocking, so FastAPI runs it off the
+    loop). Routes' model parameters check what this key may see through ``request.state.principal``."""
+
+    def _dep(request: Request) -> Principal:
+        who = auth.principal(request, *scopes)
+        request.state.principal = who
+        return who
+
+    return _dep
+
+
 class Authenticator:
-    def __init__(self, keys: KeyService, enabled: bool, hosts: frozenset[str] | None = None) -> None:
+    def __init__(self, keys: KeyService, enabled: bool) -> None:
         self.keys = keys
         self.enabled = enabled
-        self.hosts = hosts
         self._cache: dict[str, Principal] = {}
         self._limits = RateLimiter()
 
@@ -54,31 +74,17 @@ class Authenticator:
         self._limits.take(who.name, who.rate_limit)
         return who
 
-    def principal(self, request: Request, *scopes: Scope) -> Principal:
-        """Authenticate and require one of ``scopes`` (blocking: call off the loop).
+    def identify(self, authorization: str | None) -> Principal:
+        """The key's holder, from the registry (blocking; not cached: a revocation applies at once)."""
+        return self._lookup(self._token(authorization)) if self.enabled else ANONYMOUS_ADMIN
 
-        Management calls must also name an allowed Host and Origin (see security/hosts.py). A refused
-        management call is written to the audit log, with the caller's address."""
-        management = request.url.path.startswith("/api/")
-        who = None
-        try:
-            if management:
-                check_host(request.headers.get("host"), request.headers.get("origin"), self.hosts)
-            if not self.enabled:
-                return ANONYMOUS_ADMIN
-            token = self._token(request.headers.get("authorization"))
-            who = self._lookup(token)  # not cached: a revocation made by any worker applies at once
-            return self._check(who, scopes)
-        except (Unauthenticated, Forbidden) as exc:
-            if management:
-                self.keys.registry.audit.record(
-                    actor=who.name if who else "anonymous",
-                    action="auth.denied",
-                    target=f"{request.method} {request.url.path}"[:256],
-                    result="denied",
-                    details={"reason": exc.code},  # the client's address is added by the registry
-                )
-            raise
+    def admit(self, who: Principal, *scopes: Scope) -> Principal:
+        """``who`` if it holds one of ``scopes`` and is within its rate limit."""
+        return self._check(who, scopes) if self.enabled else who
+
+    def principal(self, request: Request, *scopes: Scope) -> Principal:
+        """Authenticate and require one of ``scopes`` (blocking: call off the loop)."""
+        return self.admit(self.identify(request.headers.get("authorization")), *scopes)
 
     async def authorize(self, authorization: str | None, *scopes: Scope) -> Principal:
         """The hot-path variant, from the raw header: a cache hit never leaves the event loop."""
@@ -91,9 +97,35 @@ class Authenticator:
         return self._check(who, scopes)
 
     def dependency(self, *scopes: Scope) -> Callable[[Request], Principal]:
-        def _dep(request: Request) -> Principal:
-            who = self.principal(request, *scopes)
-            request.state.principal = who  # routes' model parameter checks what this key may see
-            return who
+        return dependency(self, *scopes)
 
-        return _dep
+
+class GuardedAuth:
+    """The auth of surfaces a browser page could reach: Host and Origin must be allowed (see
+    security/hosts.py) and every refused call is audited, with the caller's address."""
+
+    def __init__(self, auth: Authenticator, hosts: frozenset[str] | None) -> None:
+        self.auth = auth
+        self.hosts = hosts
+
+    def forget(self) -> None:
+        self.auth.forget()
+
+    def principal(self, request: Request, *scopes: Scope) -> Principal:
+        who = None
+        try:
+            check_host(request.headers.get("host"), request.headers.get("origin"), self.hosts)
+            who = self.auth.identify(request.headers.get("authorization"))
+            return self.auth.admit(who, *scopes)
+        except (Unauthenticated, Forbidden) as exc:
+            self.auth.keys.registry.audit.record(
+                actor=who.name if who else "anonymous",
+                action="auth.denied",
+                target=f"{request.method} {request.url.path}"[:256],
+                result="denied",
+                details={"reason": exc.code},  # the client's address is added by the registry
+            )
+            raise
+
+    def dependency(self, *scopes: Scope) -> Callable[[Request], Principal]:
+        return dependency(self, *scopes)

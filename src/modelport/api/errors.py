@@ -1,9 +1,17 @@
-"""One mapping from error codes to HTTP statuses, and the JSON shapes of each surface."""
+"""Errors on the wire: one mapping from error codes to HTTP statuses, and one encoder per surface.
+
+Every error answer goes through an ``ErrorEncoder``: domain errors, FastAPI's validation errors,
+Starlette's own statuses (no route, wrong method) and the raw-ASGI answers of the inference fast path.
+The status comes from the code (``STATUS``, the only such table); the surface chooses the JSON body; the
+headers (``WWW-Authenticate``, ``Retry-After``) are the same on every surface.
+"""
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import orjson
 from fastapi import FastAPI, Request
@@ -11,9 +19,11 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from modelport.errors import ModelportError
+from modelport.errors import InvalidInput, ModelportError
 
 log = logging.getLogger("modelport.api")
+Headers = list[tuple[bytes, bytes]]
+JSON: tuple[tuple[bytes, bytes], ...] = ((b"content-type", b"application/json"),)
 
 STATUS = {
     "invalid_input": 400,
@@ -38,7 +48,8 @@ STATUS = {
     "config_error": 500,
     "internal": 500,
 }
-_HTTP_CODES = {
+# codes of the statuses the HTTP layer answers by itself (no such route, wrong method, ...)
+HTTP_CODES = {
     400: "invalid_input",
     401: "unauthenticated",
     403: "forbidden",
@@ -47,56 +58,91 @@ _HTTP_CODES = {
     409: "conflict",
     413: "payload_too_large",
     415: "unsupported_media_type",
+    431: "headers_too_large",
 }
+
+
+class HTTPError(ModelportError):
+    """A status the HTTP layer answers by itself, carried like a domain error so that it goes through the
+    same encoders. Not part of the domain tree in ``modelport.errors``: no domain code raises it."""
+
+    code = "error"
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = HTTP_CODES.get(status, "error")
+
+
+def status_of(error: ModelportError) -> int:
+    if isinstance(error, HTTPError):
+        return error.status
+    return STATUS.get(error.code, 500)
 
 
 def retry_after(exc: ModelportError) -> str | None:
     return None if exc.retry_after is None else str(max(1, math.ceil(exc.retry_after)))
 
 
-def error_response(
-    request: Request,
-    status: int,
-    code: str,
-    message: str,
-    field: str | None = None,
-    retry: str | None = None,
-) -> Response:
-    """V2 routes answer ``{"error": "..."}`` (as Triton); the rest ``{"error": {code, message}}``."""
-    if request.url.path.startswith("/v2"):
-        body: dict[str, object] = {"error": message}
-    else:
-        detail: dict[str, str] = {"code": code, "message": message}
-        if field:
-            detail["field"] = field
-        body = {"error": detail}
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
-    if retry is not None:
-        headers["Retry-After"] = retry
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
+# ---- the JSON bodies of each surface ----------------------------------------------------------------
+ErrorBody = Callable[[int, ModelportError], object]
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def v2_body(status: int, error: ModelportError) -> object:
+    """Open Inference Protocol v2 (as Triton): ``{"error": "<message>"}``."""
+    return {"error": error.message}
+
+
+def management_body(status: int, error: ModelportError) -> object:
+    """The management API: ``{"error": {"code", "message", "field"?}}``."""
+    detail = {"code": error.code, "message": error.message}
+    if error.field:
+        detail["field"] = error.field
+    return {"error": detail}
+
+
+@dataclass(frozen=True)
+class ErrorEncoder:
+    """(status, error) -> the answer of one surface: its JSON body, and the headers every surface sends."""
+
+    body: ErrorBody
+
+    def answer(self, status: int, error: ModelportError) -> tuple[int, Headers, bytes]:
+        """For raw ASGI (the inference fast path): status, headers and body bytes."""
+        headers = list(JSON)
+        if status == 401:
+            headers.append((b"www-authenticate", b"Bearer"))
+        retry = retry_after(error)
+        if retry is not None:
+            headers.append((b"retry-after", retry.encode()))
+        return status, headers, orjson.dumps(self.body(status, error))
+
+    def response(self, status: int, error: ModelportError) -> Response:
+        status, headers, payload = self.answer(status, error)
+        return Response(payload, status_code=status, headers={k.decode(): v.decode() for k, v in headers})
+
+
+def install_error_handlers(app: FastAPI, errors: ErrorEncoder) -> None:
+    """Every error ``app`` answers, in the shape of ``errors``: the one handler of a surface."""
+
     @app.exception_handler(ModelportError)
     async def _domain(request: Request, exc: ModelportError) -> Response:
-        status = STATUS.get(exc.code, 500)
-        return error_response(request, status, exc.code, exc.message, exc.field, retry_after(exc))
+        return errors.response(status_of(exc), exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
         first = exc.errors()[0] if exc.errors() else {}
         loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
         message = f"{'.'.join(loc) or 'request'}: {first.get('msg', 'invalid request')}"
-        return error_response(request, 400, "invalid_input", message, ".".join(loc) or None)
+        return errors.response(400, InvalidInput(message, field=".".join(loc) or None))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
-        code = _HTTP_CODES.get(exc.status_code, "error")
-        message = exc.detail if isinstance(exc.detail, str) else code
-        return error_response(request, exc.status_code, code, message)
+        message = exc.detail if isinstance(exc.detail, str) else HTTP_CODES.get(exc.status_code, "error")
+        return errors.response(exc.status_code, HTTPError(exc.status_code, message))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
         # Log the details for the operator; the caller gets no trace, path or secret.
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(request, 500, "internal", "internal server error")
+        return errors.response(500, ModelportError("internal server error"))

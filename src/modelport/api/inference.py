@@ -15,11 +15,12 @@ import zlib
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-import orjson
-
 from modelport.api.auth import Authenticator
-from modelport.api.errors import STATUS, retry_after
-from modelport.errors import InvalidInput, ModelportError, PayloadTooLarge
+from modelport.api.errors import JSON, ErrorEncoder, Headers, HTTPError, status_of
+from modelport.api.headers import declared_over, length_header
+from modelport.api.surfaces import V2
+from modelport.errors import InvalidInput, ModelportError, NotFound, PayloadTooLarge
+from modelport.limits import MAX_VERSION
 from modelport.protocol.v2 import (
     HEADER_LENGTH,
     MAX_ELEMENTS,
@@ -33,9 +34,17 @@ from modelport.serving.dataplane import DataPlane, Prediction
 from modelport.serving.observers import InferenceEvent
 
 log = logging.getLogger("modelport.api")
-INFER_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
-Headers = list[tuple[bytes, bytes]]
-JSON = ((b"content-type", b"application/json"),)
+INFER_PATH = re.compile(rf"^{re.escape(V2.prefix)}/models/([^/]+)(?:/versions/([^/]+))?/infer$")
+_VERSION_DIGITS = len(str(MAX_VERSION))
+
+
+def version_ref(model: str, ref: str | None) -> str | None:
+    """A path's ``{version}`` (a number or an alias name), refused as unknown when it is a number no
+    registry can hold: beyond ``MAX_VERSION``, or digits other than ASCII ones."""
+    if ref and ref.isdigit() and (not ref.isascii() or len(ref.lstrip("0")) > _VERSION_DIGITS):
+        shown = ref if len(ref) <= 32 else f"{ref[:32]}..."
+        raise NotFound(f"version {shown} of model {model!r} not found")
+    return ref
 
 
 def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
@@ -56,8 +65,7 @@ def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
 
 async def read_body(headers: Mapping[str, str], receive: Any, limit: int) -> bytes:
     """The whole request body from ASGI ``receive``, refusing more than ``limit`` bytes."""
-    declared = headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
+    if declared_over(headers.get("content-length"), limit):
         raise PayloadTooLarge(f"request body exceeds {limit} bytes")
     chunks: list[bytes] = []
     size = 0
@@ -111,11 +119,11 @@ class InferenceHandler:
             out_headers, payload = encode(model, request, prediction)
             status = 200
         except ModelportError as exc:
-            status, out_headers, payload = v2_error(exc)
+            status, out_headers, payload = V2.errors.answer(status_of(exc), exc)
             error = exc.code
         except Exception:
             log.exception("unhandled error on inference for %s", model)
-            status, out_headers, payload = 500, list(JSON), b'{"error":"internal server error"}'
+            status, out_headers, payload = V2.errors.answer(500, ModelportError("internal server error"))
             error = "internal"
         self.dataplane.observers.notify(
             InferenceEvent(
@@ -137,13 +145,16 @@ class InferenceHandler:
         """Authorise, decode and run one request; raises for error answers."""
         (await self.auth.authorize(headers.get("authorization"), Scope.INFER)).require_model(model)
         body = decompress(body, headers.get("content-encoding"), self.max_body)
-        header = headers.get(HEADER_LENGTH)
-        if header is not None and not header.isdigit():
-            raise InvalidInput("Inference-Header-Content-Length must be a number")
-        decoded = decode_request(body, int(header) if header is not None else None, self.max_elements)
+        header = length_header(headers.get(HEADER_LENGTH), "Inference-Header-Content-Length")
+        decoded = decode_request(body, header, self.max_elements)
         wanted = [o.name for o in decoded.outputs] if decoded.outputs else None
         prediction = await self.dataplane.predict(
-            model, version, decoded.inputs, decoded.datatypes, wanted, _timeout_seconds(decoded.parameters)
+            model,
+            version_ref(model, version),
+            decoded.inputs,
+            decoded.datatypes,
+            wanted,
+            _timeout_seconds(decoded.parameters),
         )
         return decoded, prediction
 
@@ -164,24 +175,23 @@ def encode(model: str, request: InferenceRequest, prediction: Prediction) -> tup
     return binary, payload
 
 
-def v2_error(exc: ModelportError) -> tuple[int, Headers, bytes]:
-    status = STATUS.get(exc.code, 500)
-    headers = list(JSON)
-    if status == 401:
-        headers.append((b"www-authenticate", b"Bearer"))
-    retry = retry_after(exc)
-    if retry is not None:
-        headers.append((b"retry-after", retry.encode()))
-    return status, headers, orjson.dumps({"error": exc.message})
-
-
 class InferenceFastPath:
-    """ASGI middleware in front of the FastAPI app; see the module docstring."""
+    """ASGI middleware in front of the FastAPI app; see the module docstring.
 
-    def __init__(self, app: Any, handler: InferenceHandler, max_header_bytes: int = 16 * 1024) -> None:
+    ``errors_for`` picks the error shape of a request's surface (``RootApp.errors_for``: the same
+    mounts that route it), for the answers given here before any framework code runs."""
+
+    def __init__(
+        self,
+        app: Any,
+        handler: InferenceHandler,
+        max_header_bytes: int,
+        errors_for: Callable[[dict[str, Any]], ErrorEncoder],
+    ) -> None:
         self.app = app
         self.handler = handler
         self.max_header_bytes = max_header_bytes
+        self.errors_for = errors_for
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if (
@@ -201,18 +211,10 @@ class InferenceFastPath:
         await self.app(scope, receive, send)
 
     async def _too_large_headers(self, scope: dict[str, Any], send: Any) -> None:
-        message = f"request headers exceed {self.max_header_bytes} bytes"
-        error: object = (
-            message
-            if scope["path"].startswith("/v2")
-            else {
-                "code": "headers_too_large",
-                "message": message,
-            }
-        )
-        payload = orjson.dumps({"error": error})
-        headers = [*JSON, (b"content-length", str(len(payload)).encode())]
-        await send({"type": "http.response.start", "status": 431, "headers": headers})
+        error = HTTPError(431, f"request headers exceed {self.max_header_bytes} bytes")
+        status, headers, payload = self.errors_for(scope).answer(431, error)
+        headers.append((b"content-length", str(len(payload)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
 
     async def _infer(

@@ -1,17 +1,21 @@
-"""Open Inference Protocol (v2) REST routes, with the model repository and binary tensor extensions."""
+"""Open Inference Protocol (v2) REST routes, with the model repository and binary tensor extensions.
+
+The ``/v2`` surface: a sub-app with V2's error shape (``{"error": "..."}``) and plain key auth (no
+Host/Origin check: health probes and inference clients call it by any name).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import FastAPI, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from modelport import __version__
-from modelport.api.auth import Authenticator
-from modelport.api.inference import InferenceHandler, read_body
+from modelport.api.inference import InferenceHandler, read_body, version_ref
+from modelport.api.surfaces import V2
 from modelport.errors import NotReady
 from modelport.registry import VersionState
 from modelport.security.keys import Scope
@@ -24,28 +28,28 @@ def _json(body: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
-def build_router(
-    dataplane: DataPlane, handler: InferenceHandler, auth: Authenticator, max_body: int
-) -> APIRouter:
-    router = APIRouter(prefix="/v2", tags=["Open Inference Protocol v2"])
+def build_app(dataplane: DataPlane, handler: InferenceHandler) -> FastAPI:
+    """The ``/v2`` sub-app; ``handler`` answers inference here and in the fast path."""
+    auth, max_body = handler.auth, handler.max_body
+    app = V2.app(tags=["Open Inference Protocol v2"])
     reader = (Scope.INFER, Scope.READ)
 
-    @router.get("")
+    @app.get("")
     async def server_metadata() -> Response:
         return _json({"name": "modelport", "version": __version__, "extensions": EXTENSIONS})
 
-    @router.get("/health/live")
+    @app.get("/health/live")
     async def live() -> Response:
         return _json({"live": True})
 
-    @router.get("/health/ready")
+    @app.get("/health/ready")
     async def ready() -> Response:
         await run_in_threadpool(dataplane.registry.models.list_models)  # the registry answers
         return _json({"ready": True})
 
     def metadata(request: Request, model: str, version: str | None) -> Response:
         auth.principal(request, *reader).require_model(model)
-        record = dataplane.resolve(model, version)
+        record = dataplane.resolve(model, version_ref(model, version))
         if record.state is not VersionState.READY:
             raise NotReady(f"version {record.version} of {model!r} is {record.state.value}")
         signature = record.signature or {}
@@ -68,24 +72,24 @@ def build_router(
             }
         )
 
-    @router.get("/models/{model}")
+    @app.get("/models/{model}")
     def model_metadata(request: Request, model: str) -> Response:
         return metadata(request, model, None)
 
-    @router.get("/models/{model}/versions/{version}")
+    @app.get("/models/{model}/versions/{version}")
     def version_metadata(request: Request, model: str, version: str) -> Response:
         return metadata(request, model, version)
 
     def readiness(request: Request, model: str, version: str | None) -> Response:
         auth.principal(request, *reader).require_model(model)
-        record = dataplane.ready_version(model, version)
+        record = dataplane.ready_version(model, version_ref(model, version))
         return _json({"name": model, "version": str(record.version), "ready": True})
 
-    @router.get("/models/{model}/ready")
+    @app.get("/models/{model}/ready")
     def model_ready(request: Request, model: str) -> Response:
         return readiness(request, model, None)
 
-    @router.get("/models/{model}/versions/{version}/ready")
+    @app.get("/models/{model}/versions/{version}/ready")
     def version_ready(request: Request, model: str, version: str) -> Response:
         return readiness(request, model, version)
 
@@ -96,15 +100,15 @@ def build_router(
         )
         return Response(payload, status_code=status, headers={k.decode(): v.decode() for k, v in headers})
 
-    @router.post("/models/{model}/infer")
+    @app.post("/models/{model}/infer")
     async def model_infer(request: Request, model: str) -> Response:
         return await infer(request, model, None)
 
-    @router.post("/models/{model}/versions/{version}/infer")
+    @app.post("/models/{model}/versions/{version}/infer")
     async def version_infer(request: Request, model: str, version: str) -> Response:
         return await infer(request, model, version)
 
-    @router.post("/repository/index")
+    @app.post("/repository/index")
     def repository_index(request: Request) -> Response:
         who = auth.principal(request, Scope.READ)
         entries = []
@@ -121,7 +125,7 @@ def build_router(
                 entries.append(entry)
         return _json(entries)
 
-    @router.post("/repository/models/{model}/load")
+    @app.post("/repository/models/{model}/load")
     def repository_load(request: Request, model: str) -> Response:
         who = auth.principal(request, Scope.DEPLOY)
         who.require_model(model)
@@ -131,7 +135,7 @@ def build_router(
         )
         return _json({})
 
-    @router.post("/repository/models/{model}/unload")
+    @app.post("/repository/models/{model}/unload")
     def repository_unload(request: Request, model: str) -> Response:
         who = auth.principal(request, Scope.DEPLOY)
         who.require_model(model)
@@ -139,16 +143,4 @@ def build_router(
         dataplane.registry.audit.record(actor=who.name, action="model.unload", target=model)
         return _json({})
 
-    return router
-
-
-def install(
-    app: FastAPI,
-    dataplane: DataPlane,
-    auth: Authenticator,
-    max_body: int,
-    max_elements: int,
-) -> InferenceHandler:
-    handler = InferenceHandler(dataplane, auth, max_body, max_elements)
-    app.include_router(build_router(dataplane, handler, auth, max_body))
-    return handler
+    return app

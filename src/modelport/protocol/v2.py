@@ -108,10 +108,16 @@ def _json_array(data: Any, datatype: str, shape: tuple[int, ...], name: str) -> 
             raise _fail(f"input {name!r}: BOOL data must be true/false")
     elif kind not in "iuf" and count:  # strings, nulls, objects; true/false mixed with numbers count as 1/0
         raise _fail(f"input {name!r}: {datatype} data must be numbers")
+    target = numpy_dtype(datatype)
+    if target.kind in "iu" and kind in "iu" and count:  # integer casts wrap silently: check the range
+        info = np.iinfo(target.type)  # type: ignore[type-var]
+        if array.min() < info.min or array.max() > info.max:
+            raise _fail(f"input {name!r}: data does not fit {datatype} (out of range)")
     try:
-        return array.astype(numpy_dtype(datatype), copy=False).reshape(shape)
-    except (ValueError, OverflowError, TypeError) as exc:
-        raise _fail(f"input {name!r}: data does not fit {datatype}: {exc}") from None
+        with np.errstate(over="raise", invalid="raise"):  # 1e30 as INT64 is an error, not a wrapped value
+            return array.astype(target, copy=False).reshape(shape)
+    except (ValueError, OverflowError, TypeError, FloatingPointError):
+        raise _fail(f"input {name!r}: data does not fit {datatype} (out of range or not a number)") from None
 
 
 def decode_request(

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from modelport.constants import DEFAULT_ALIAS
 from modelport.errors import ModelportError, NotFound, NotReady
+from modelport.limits import MAX_VERSION
 from modelport.names import NAME_PATTERN
 from modelport.registry import Registry, VersionRecord, VersionState
 
@@ -61,7 +62,9 @@ class Router:
             if newest is None:
                 raise NotReady(f"model {model!r} has no ready version")
             return newest
-        if ref.isdigit():
+        if ref.isascii() and ref.isdigit():
+            if len(ref) > len(str(MAX_VERSION)):  # no such version; and int() of a huge string is slow
+                raise NotFound(f"version {ref[:20]}… of model {model!r} not found")
             return models.get_version(model, int(ref))
         if not NAME_PATTERN.fullmatch(ref):
             raise NotFound(f"version {ref!r} of model {model!r} not found")
