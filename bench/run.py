@@ -3,6 +3,7 @@
 
     .venv/bin/python bench/run.py                          # modelport, plus anchors whose venvs exist
     .venv/bin/python bench/run.py --systems none --duration 10 --warmup 3     # modelport only, quicker
+    .venv/bin/python bench/run.py --systems none --baseline /tmp/mp-before --rounds 2  # before/after
 
 It copies ``../shared/bench-anchors`` (the harness) to a work directory, trains the anchor models the way
 its ``train_models.py`` does (saved as skops for modelport), serves them with modelport pinned to core 1
@@ -11,6 +12,11 @@ core 0). Anchors run through the harness's ``anchors.py`` when ``$ANCHOR_VENVS``
 made by the harness's ``setup_venvs.sh``) exists. Then: ``--workers 1`` against ``--workers 2`` with
 nothing pinned, and the resident memory of an idle server with 10 small models loaded.
 Prints req/s, p50, p99 and rows/s per point and the ratio modelport/anchor.
+
+``--baseline DIR`` (another checkout with its own ``.venv``, e.g. the code before a change) also serves
+that checkout, on core 1 beside this one, loads each point on both in turn ``--rounds`` times (now,
+baseline, then baseline, now, ...), prints both and now/baseline per point, and runs the workers and memory
+checks on both.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +46,9 @@ TARGETS = {  # (model, rows, concurrency): (metric, target) from the serving-eng
     ("logreg", 32, 8): ("rows_s", 100_000),
     ("rf", 1, 64): ("rps", 3000),
 }
+
+
+Medians = dict[tuple[str, str, int, int], dict]  # (system, model, rows, concurrency) -> record
 
 
 def train(models_dir: Path) -> dict[str, Path]:
@@ -72,8 +82,10 @@ def train(models_dir: Path) -> dict[str, Path]:
 
 
 class Server:
-    def __init__(self, data_dir: Path, port: int, cpus: str | None, workers: int = 1) -> None:
-        cmd = [str(REPO / ".venv/bin/modelport"), "serve", "--port", str(port), "--data-dir", str(data_dir)]
+    def __init__(
+        self, data_dir: Path, port: int, cpus: str | None, workers: int = 1, repo: Path = REPO
+    ) -> None:
+        cmd = [str(repo / ".venv/bin/modelport"), "serve", "--port", str(port), "--data-dir", str(data_dir)]
         cmd += ["--workers", str(workers), "--log-level", "warning"]
         if cpus:
             cmd = ["taskset", "-c", cpus, *cmd]
@@ -92,7 +104,8 @@ class Server:
                 if self.proc.poll() is not None:
                     raise SystemExit(f"modelport exited; see {self.log.name}") from None
                 time.sleep(0.2)
-        raise SystemExit("modelport did not start")
+        self.stop()
+        raise SystemExit(f"modelport did not start; see {self.log.name}")
 
     def call(
         self, method: str, path: str, body: bytes | None = None, ctype: str = "application/json"
@@ -201,8 +214,26 @@ def records(out: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
 
 
-def report(out: Path, points: list[tuple[str, int, int]]) -> None:
-    recs = [r for r in records(out) if "rps" in r]
+def medians(out: Path) -> Medians:
+    """Per (system, model, rows, concurrency): the median of each figure over the rounds, errors summed,
+    and each round's req/s in ``rounds``."""
+    runs: dict[tuple[str, str, int, int], list[dict]] = defaultdict(list)
+    for r in records(out):
+        if "rps" in r:
+            runs[(r["system"], r["model"], r["rows"], r["concurrency"])].append(r)
+    return {
+        key: {
+            **rs[-1],
+            **{f: float(np.median([r[f] for r in rs])) for f in ("rps", "rows_s", "p50_ms", "p99_ms")},
+            "errors": sum(r["errors"] for r in rs),
+            "rounds": [r["rps"] for r in rs],
+        }
+        for key, rs in runs.items()
+    }
+
+
+def report(meds: Medians, points: list[tuple[str, int, int]]) -> None:
+    recs = [r for r in meds.values() if r["system"] != "baseline"]
     print("\n## Served points (same run, server on core 1, wrk on core 0)\n")
     print("| model | rows | conc | system | req/s | rows/s | p50 ms | p99 ms | errors | modelport / system |")
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -222,6 +253,23 @@ def report(out: Path, points: list[tuple[str, int, int]]) -> None:
             print(f"|  |  |  | target | {metric} >= {goal:,} | | | | | {verdict} |")
 
 
+def report_baseline(meds: Medians, points: list[tuple[str, int, int]], baseline: Path) -> None:
+    print(f"\n## This checkout (now) / {baseline} (baseline): same run, both on core 1, loaded in turn\n")
+    print("Medians over the rounds, now / baseline (ratio); last column: the req/s ratio of each round.\n")
+    print("| model | rows | conc | req/s | p50 ms | p99 ms | errors | each round |")
+    print("|---|---|---|---|---|---|---|---|")
+    for p in points:
+        now, base = meds.get(("modelport", *p), {}), meds.get(("baseline", *p), {})
+        cells = [
+            f"{now[f]:{fmt}} / {base[f]:{fmt}} ({now[f] / base[f]:.2f})" if now and base and base[f] else "-"
+            for f, fmt in (("rps", ",.0f"), ("p50_ms", ".1f"), ("p99_ms", ".1f"))
+        ]
+        cells.append(f"{now.get('errors', '-')} / {base.get('errors', '-')}")
+        pairs = zip(now.get("rounds", []), base.get("rounds", []), strict=False)
+        cells.append(", ".join(f"{a / b:.2f}" if b else "-" for a, b in pairs))
+        print(f"| {' | '.join(map(str, p))} | {' | '.join(cells)} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--anchors", default=str(REPO.parent / "shared" / "bench-anchors"), help="harness folder")
@@ -233,6 +281,10 @@ def main() -> None:
     ap.add_argument("--points", default=POINTS, help="model:rows:concurrency,...")
     ap.add_argument("--duration", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--baseline", default=None, help="another checkout with its own .venv to compare against")
+    ap.add_argument(
+        "--rounds", type=int, default=1, help="loads of each modelport point (per checkout, in turn); medians"
+    )
     ap.add_argument("--skip-points", action="store_true", help="only the workers and memory checks")
     ap.add_argument("--skip-workers", action="store_true")
     ap.add_argument("--skip-idle", action="store_true")
@@ -240,6 +292,13 @@ def main() -> None:
     args = ap.parse_args()
     if shutil.which("wrk") is None or shutil.which("taskset") is None:
         raise SystemExit("needs wrk and taskset: apt-get install -y wrk util-linux")
+    sides = {"modelport": REPO}  # label -> checkout whose .venv/bin/modelport serves
+    if args.baseline:
+        sides["baseline"] = Path(args.baseline).resolve()
+        if not (sides["baseline"] / ".venv/bin/modelport").exists():
+            raise SystemExit(
+                f"no {sides['baseline']}/.venv/bin/modelport: pip install -e '{args.baseline}[all]'"
+            )
     work = Path(args.workdir or tempfile.mkdtemp(prefix="modelport-bench-"))
     harness = work / "harness"
     if not harness.exists():
@@ -250,12 +309,16 @@ def main() -> None:
     print(f"work dir {work}; results -> {out}", flush=True)
 
     if not args.skip_points:
-        run_points(harness, work, artifacts, points, args, out)
+        run_points(harness, work, artifacts, points, args, out, sides)
 
     if not args.skip_workers:
-        compare_workers(harness, work, artifacts, args)
+        compare_workers(harness, work, artifacts, args, sides)
     if not args.skip_idle:
-        idle_memory(harness, work, artifacts)
+        idle_memory(harness, work, artifacts, sides)
+
+
+def _who(label: str) -> str:
+    return "" if label == "modelport" else f" ({label})"
 
 
 def run_points(
@@ -265,15 +328,23 @@ def run_points(
     points: list[tuple[str, int, int]],
     args: argparse.Namespace,
     out: Path,
+    sides: dict[str, Path],
 ) -> None:
-    server = Server(work / "data", 18500, cpus="1")
+    servers: dict[str, Server] = {}
     try:
-        for name, path in artifacts.items():
-            server.deploy(name, path)
+        # all up at once, pinned alike; one loaded at a time
+        for i, (label, repo) in enumerate(sides.items()):
+            servers[label] = Server(work / f"data-{label}", 18500 + i, cpus="1", repo=repo)
+            for name, path in artifacts.items():
+                servers[label].deploy(name, path)
         for model, rows, conc in points:
-            load(harness, server, model, rows, conc, args, out)
+            for round_ in range(args.rounds):
+                order = list(servers.items())
+                for label, server in order if round_ % 2 == 0 else order[::-1]:  # no side always first
+                    load(harness, server, model, rows, conc, args, out, label=label)
     finally:
-        server.stop()
+        for server in servers.values():
+            server.stop()
     venvs = Path(os.environ.get("ANCHOR_VENVS", "/tmp/anchors"))
     systems = [s for s in args.systems.split(",") if s and s != "none"]
     if systems and venvs.exists():
@@ -304,50 +375,52 @@ def run_points(
             )
     elif systems:
         print(f"(no anchor venvs at {venvs}: run the harness's setup_venvs.sh to compare in the same run)")
-    report(out, points)
+    meds = medians(out)
+    report(meds, points)
+    if "baseline" in sides:
+        report_baseline(meds, points, sides["baseline"])
 
 
-def compare_workers(harness: Path, work: Path, artifacts: dict[str, Path], args: argparse.Namespace) -> None:
+def compare_workers(
+    harness: Path, work: Path, artifacts: dict[str, Path], args: argparse.Namespace, sides: dict[str, Path]
+) -> None:
     print("\n## --workers 1 vs --workers 2 (nothing pinned; wrk shares the 2 cores)\n")
     wout = work / "workers.jsonl"
-    for n in (1, 2):
-        srv = Server(work / f"data-w{n}", 18510 + n, cpus=None, workers=n)
-        try:
-            srv.deploy("logreg", artifacts["logreg"])
-            load(harness, srv, "logreg", 1, 64, args, wout, label=f"modelport-w{n}", pinned=False)
-        finally:
-            srv.stop()
+    for i, (label, repo) in enumerate(sides.items()):
+        for n in (1, 2):
+            srv = Server(work / f"data-{label}-w{n}", 18510 + 4 * i + n, cpus=None, workers=n, repo=repo)
+            try:
+                srv.deploy("logreg", artifacts["logreg"])
+                load(harness, srv, "logreg", 1, 64, args, wout, label=f"{label}-w{n}", pinned=False)
+            finally:
+                srv.stop()
     res = {r["system"]: r for r in records(wout) if "rps" in r}
     for label, r in res.items():
         print(f"{label}: {r['rps']:,.0f} req/s, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms")
-    if {"modelport-w1", "modelport-w2"} <= res.keys():
-        print(f"workers 2 / workers 1: {res['modelport-w2']['rps'] / res['modelport-w1']['rps']:.2f}x")
+    for label in sides:
+        if {f"{label}-w1", f"{label}-w2"} <= res.keys():
+            ratio = res[f"{label}-w2"]["rps"] / res[f"{label}-w1"]["rps"]
+            print(f"workers 2 / workers 1{_who(label)}: {ratio:.2f}x")
 
 
-def idle_memory(harness: Path, work: Path, artifacts: dict[str, Path]) -> None:
+def idle_memory(harness: Path, work: Path, artifacts: dict[str, Path], sides: dict[str, Path]) -> None:
     print("\n## Idle resident memory with 10 small models loaded\n")
-    srv = Server(work / "data-idle", 18520, cpus="1")
-    try:
-        base = srv.rss_mb()
-        body = json.dumps(
-            {
-                "inputs": [
-                    {
-                        "name": "input-0",
-                        "shape": [1, 30],
-                        "datatype": "FP32",
-                        "data": json.loads((harness / "models/rows32.json").read_text())[0],
-                    }
-                ]
-            }
-        )
-        for i in range(10):
-            srv.deploy(f"small-{i}", artifacts["logreg"])
-            srv.call("POST", f"/v2/models/small-{i}/infer", body.encode())
-        time.sleep(2)
-        print(f"RSS: {base:.0f} MB empty, {srv.rss_mb():.0f} MB with 10 models loaded (target < 300 MB)")
-    finally:
-        srv.stop()
+    row = json.loads((harness / "models/rows32.json").read_text())[0]
+    body = json.dumps({"inputs": [{"name": "input-0", "shape": [1, 30], "datatype": "FP32", "data": row}]})
+    for i, (label, repo) in enumerate(sides.items()):
+        srv = Server(work / f"data-{label}-idle", 18520 + i, cpus="1", repo=repo)
+        try:
+            base = srv.rss_mb()
+            for j in range(10):
+                srv.deploy(f"small-{j}", artifacts["logreg"])
+                srv.call("POST", f"/v2/models/small-{j}/infer", body.encode())
+            time.sleep(2)
+            print(
+                f"RSS{_who(label)}: {base:.0f} MB empty, {srv.rss_mb():.0f} MB with 10 models loaded"
+                " (target < 300 MB)"
+            )
+        finally:
+            srv.stop()
 
 
 if __name__ == "__main__":
