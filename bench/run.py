@@ -5,7 +5,7 @@
     .venv/bin/python bench/run.py --systems none --duration 10 --warmup 3     # modelport only, quicker
     .venv/bin/python bench/run.py --systems none --baseline /tmp/mp-before --rounds 2  # before/after
 
-It copies ``../shared/bench-anchors`` (the harness) to a work directory, trains the anchor models the way
+It copies the anchor harness (``--anchors DIR``) to a work directory, trains the anchor models the way
 its ``train_models.py`` does (saved as skops for modelport), serves them with modelport pinned to core 1
 (``taskset -c 1``, one BLAS thread), and loads each point with the harness's ``load.py`` (wrk pinned to
 core 0). Anchors run through the harness's ``anchors.py`` when ``$ANCHOR_VENVS`` (default /tmp/anchors,

@@ -157,3 +157,25 @@ def test_served_encrypted_and_a_wrong_key_is_a_clear_error(
     with TestClient(build_app(services), headers=AUTH) as api:
         assert api.post("/v2/models/iris/infer", json=ROW).json() == answer
     services.close()
+
+
+@pytest.mark.parametrize("restart_key", [None, OTHER], ids=["no-key", "wrong-key"])
+def test_ready_means_servable_after_a_restart_without_the_key(
+    tmp_path: Path, artifacts: dict[str, Path], restart_key: str | None
+) -> None:
+    data = tmp_path / "data"
+    services = make_services(data, encryption_key=KEY)
+    with TestClient(build_app(services), headers=AUTH) as api:
+        push(api, "iris", artifacts["iris.skops"])
+        assert api.get("/v2/models/iris/ready").status_code == 200
+    services.close()
+
+    services = make_services(data, encryption_key=restart_key)
+    with TestClient(build_app(services), headers=AUTH) as api:
+        for path in ("/v2/models/iris/ready", "/v2/models/iris/versions/1/ready"):
+            r = api.get(path)
+            assert r.status_code == 503 and "MODELPORT_ENCRYPTION_KEY" in r.json()["error"], r.text
+        (entry,) = api.post("/v2/repository/index").json()
+        assert entry["state"] == "UNAVAILABLE" and "MODELPORT_ENCRYPTION_KEY" in entry["reason"]
+        assert api.post("/v2/models/iris/infer", json=ROW).status_code == 503  # ready said so truly
+    services.close()

@@ -116,12 +116,14 @@ def build_app(dataplane: DataPlane, handler: InferenceHandler) -> FastAPI:
             if not who.can_access(m.name):
                 continue
             for v in dataplane.registry.models.list_versions(m.name):
-                state = "READY" if v.state is VersionState.READY and not m.unloaded else "UNAVAILABLE"
-                entry = {"name": m.name, "version": str(v.version), "state": state}
-                if v.error:
-                    entry["reason"] = v.error
-                elif m.unloaded:
-                    entry["reason"] = "unloaded"
+                reason = dataplane.unavailable_reason(m, v)
+                entry = {
+                    "name": m.name,
+                    "version": str(v.version),
+                    "state": "UNAVAILABLE" if reason else "READY",
+                }
+                if reason:
+                    entry["reason"] = reason
                 entries.append(entry)
         return _json(entries)
 

@@ -44,15 +44,24 @@ class TensorSpec:
 class Signature:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
+    # outputs of the model that are not served, each with the reason: shown in the version's signature
+    unserved: tuple[tuple[str, str], ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
-        return {"inputs": [t.as_dict() for t in self.inputs], "outputs": [t.as_dict() for t in self.outputs]}
+        out: dict[str, Any] = {
+            "inputs": [t.as_dict() for t in self.inputs],
+            "outputs": [t.as_dict() for t in self.outputs],
+        }
+        if self.unserved:
+            out["unserved_outputs"] = [{"name": n, "reason": r} for n, r in self.unserved]
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Signature:
         return cls(
             tuple(TensorSpec.from_dict(t) for t in data.get("inputs", [])),
             tuple(TensorSpec.from_dict(t) for t in data.get("outputs", [])),
+            tuple((str(u["name"]), str(u["reason"])) for u in data.get("unserved_outputs", [])),
         )
 
     def output_names(self) -> list[str]:

@@ -26,6 +26,14 @@ _ORT_TYPES = {
     "tensor(double)": "FP64",
     "tensor(string)": "BYTES",
 }
+# ZipMap (skl2onnx's default classifier probabilities): a sequence of {label: probability} per row, served
+# as a [rows, classes] tensor whose columns follow the map's key order (the model's class labels)
+_PROBABILITY_MAPS = {
+    "seq(map(int64,tensor(float)))": "FP32",
+    "seq(map(string,tensor(float)))": "FP32",
+    "seq(map(int64,tensor(double)))": "FP64",
+    "seq(map(string,tensor(double)))": "FP64",
+}
 # protobuf field tags that follow ModelProto.ir_version (field 1, varint) in a serialised model
 _MODEL_PROTO_FIELDS = {0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42, 0x72, 0x7A}
 
@@ -36,6 +44,7 @@ class OnnxRuntime(RuntimeBase):
     def __init__(self) -> None:
         self._session: Any = None
         self._signature: Signature | None = None
+        self._maps: dict[str, np.dtype[Any]] = {}  # outputs that come back as sequences of maps
 
     @classmethod
     def recognise(cls, path: Path) -> bool:
@@ -61,10 +70,20 @@ class OnnxRuntime(RuntimeBase):
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise LoadError(f"onnxruntime could not load the model: {_first_line(exc)}") from None
         inputs = tuple(_spec(i) for i in self._session.get_inputs())
-        outputs = tuple(_spec(o) for o in self._session.get_outputs() if o.type in _ORT_TYPES)
+        outputs: list[TensorSpec] = []
+        unserved: list[tuple[str, str]] = []
+        for o in self._session.get_outputs():
+            if o.type in _ORT_TYPES:
+                outputs.append(_spec(o))
+            elif o.type in _PROBABILITY_MAPS:
+                datatype = _PROBABILITY_MAPS[o.type]
+                outputs.append(TensorSpec(o.name, datatype, (-1, -1)))
+                self._maps[o.name] = np.dtype(np.float32 if datatype == "FP32" else np.float64)
+            else:
+                unserved.append((o.name, f"{o.type} is not a tensor and has no tensor form here"))
         if not outputs:
             raise LoadError("the ONNX model has no tensor outputs")
-        self._signature = Signature(inputs, outputs)
+        self._signature = Signature(inputs, tuple(outputs), tuple(unserved))
 
     def signature(self) -> Signature:
         assert self._signature is not None, "load() first"
@@ -76,10 +95,20 @@ class OnnxRuntime(RuntimeBase):
             results = self._session.run(names, inputs)
         except Exception as exc:  # shape/type problems surface here as onnxruntime errors
             raise InvalidInput(f"onnxruntime rejected the inputs: {_first_line(exc)}") from None
-        return {n: np.asarray(r) for n, r in zip(names, results, strict=True)}
+        return {n: self._tensor(n, r) for n, r in zip(names, results, strict=True)}
+
+    def _tensor(self, name: str, result: Any) -> np.ndarray:
+        dtype = self._maps.get(name)
+        if dtype is None:
+            return np.asarray(result)
+        if not result:
+            return np.zeros((0, 0), dtype=dtype)
+        labels = list(result[0])
+        return np.asarray([[row[k] for k in labels] for row in result], dtype=dtype)
 
     def unload(self) -> None:
         self._session = None
+        self._maps = {}
 
 
 def _check_external_data(path: Path, artifact_dir: Path) -> None:

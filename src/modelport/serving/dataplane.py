@@ -19,7 +19,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from modelport.errors import InferenceFailed, InvalidInput, ModelportError
-from modelport.registry import AliasRecord, ChangeKind, ChangeRecord, Registry, VersionRecord, VersionState
+from modelport.registry import (
+    AliasRecord,
+    ChangeKind,
+    ChangeRecord,
+    ModelRecord,
+    Registry,
+    VersionRecord,
+    VersionState,
+)
 from modelport.runtimes.base import Signature, Tensors
 from modelport.serving.cache import ModelCache, ServedVersion
 from modelport.serving.datatypes import numpy_dtype
@@ -60,8 +68,30 @@ class DataPlane:
         return self.router.resolve(model, ref)
 
     def ready_version(self, model: str, ref: str | None = None) -> VersionRecord:
-        """The version that would serve a request for ``ref`` now; NotReady if none can."""
-        return self.router.route_for(model, ref).pick()
+        """The version that would serve a request for ``ref`` now; raises if none can: not ready,
+        unloaded, or its artifact cannot be read back (a missing blob, an encryption key not set)."""
+        record = self.router.route_for(model, ref).pick()
+        self.check_servable(record)
+        return record
+
+    def unavailable_reason(self, model: ModelRecord, record: VersionRecord) -> str | None:
+        """Why ``record`` cannot serve now (for the repository index), or None when it can."""
+        if record.state is not VersionState.READY:
+            return record.error or record.state.value
+        if model.unloaded:
+            return "unloaded"
+        try:
+            self.check_servable(record)
+        except ModelportError as exc:
+            return exc.message
+        return None
+
+    def check_servable(self, record: VersionRecord) -> None:
+        """Loaded here, or its files can be read back from the store now (without loading them)."""
+        if self.cache.peek((record.model, record.version)) is not None:
+            return
+        for sha in {entry.sha256 for entry in record.manifest}:
+            self.cache.repository.store.readable(sha)
 
     # ---- inference ----------------------------------------------------------------------------
     async def predict(

@@ -36,6 +36,10 @@ class ArtifactStore(Protocol):
 
     def exists(self, sha256: str) -> bool: ...
 
+    def readable(self, sha256: str) -> None:
+        """Raise what ``fetch`` would (``NotFound``, ``DecryptionError``) without reading the whole blob:
+        whether the content can be read back now, e.g. with the key this server has."""
+
     def delete(self, sha256: str) -> None: ...
 
     def digests(self, after: str | None = None, limit: int = 1000) -> list[str]:

@@ -56,6 +56,10 @@ class EncryptedStore:
         with self.inner.open(sha256) as src:
             write_verified(self._plaintext(src, sha256), dest, sha256)
 
+    def readable(self, sha256: str) -> None:
+        with self.inner.open(sha256) as src:
+            next(iter(self._plaintext(src, sha256)), b"")  # the first record proves the key
+
     def _plaintext(self, src: BinaryIO, sha256: str) -> Iterator[bytes]:
         head = src.read(len(MAGIC))
         if not is_encrypted(head):  # a blob written before encryption was turned on

@@ -70,6 +70,9 @@ class LocalArtifactStore:
         with self.open(sha256) as src:
             write_verified(read_chunks(src), dest, sha256)
 
+    def readable(self, sha256: str) -> None:
+        self.open(sha256).close()
+
     def exists(self, sha256: str) -> bool:
         return self._path(sha256).exists()
 
