@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -14,8 +15,10 @@ import numpy as np
 import pytest
 
 from modelport import AsyncClient, Client
+from modelport.client import ConnectionFailed
 from modelport.client.calls import error_from
 from modelport.errors import (
+    ConfigError,
     Forbidden,
     InvalidInput,
     InvalidName,
@@ -27,7 +30,7 @@ from modelport.errors import (
 )
 from modelport.server import Services, build_app
 from tests import fixtures
-from tests.conftest import ADMIN_KEY, RunningServer
+from tests.conftest import ADMIN_KEY, RunningServer, free_port
 
 Step = tuple[str, tuple[Any, ...], dict[str, Any]]
 X = fixtures.IRIS_X[:3]
@@ -211,3 +214,102 @@ def test_importing_modelport_does_not_load_the_sdk() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["Client", "AsyncClient"]
+
+
+def managing(artifacts: dict[str, Path], model_dir: Path) -> dict[str, Step]:
+    iris = artifacts["iris.skops"]
+    return {
+        "create": step("create_model", "tulips", "tulips, by the SDK"),
+        "push batched": step("push", "tulips", iris, max_batch_size=4, max_delay_ms=0),
+        "config": step("version_config", "tulips", 1),
+        "configure": step("configure_version", "tulips", 1, max_queue=16),
+        "config after": step("version_config", "tulips", 1),
+        "push same bytes": step("push", "tulips", iris),
+        "push directory": step("push", "tulips", model_dir),
+        "push directory again": step("push", "tulips", model_dir),
+        "stage 3": step("promote", "tulips", 3, alias="staging"),
+        "promote staging": step("promote", "tulips", "staging"),
+        "promote digits": step("promote", "tulips", "2", alias="canary"),
+        "aliases": step("list_aliases", "tulips"),
+        "unalias": step("delete_alias", "tulips", "canary"),
+        "aliases after": step("list_aliases", "tulips"),
+        "promote unknown alias": step("promote", "tulips", "nightly"),
+        "load": step("load_model", "tulips"),
+        "unload": step("unload_model", "tulips"),
+        "zero rate limit": step("create_key", "no-limit", ["read"], rate_limit=0),
+    }
+
+
+async def test_management_calls_sync_and_async_alike(
+    client: Client, aclient: AsyncClient, artifacts: dict[str, Path], tmp_path: Path
+) -> None:
+    model_dir = tmp_path / "tulips"
+    (model_dir / "weights").mkdir(parents=True)
+    (model_dir / "weights" / "model.skops").write_bytes(artifacts["iris.skops"].read_bytes())
+    r = run_sync(client, managing(artifacts, model_dir))
+
+    assert r["create"]["description"] == "tulips, by the SDK"
+    assert r["push batched"]["config"] == {"batching": {"max_batch_size": 4, "max_delay_ms": 0}}
+    assert r["config"] == {"batching": {"max_batch_size": 4, "max_delay_ms": 0}}  # 0 is sent, not dropped
+    assert (
+        r["configure"]["config"]
+        == r["config after"]
+        == {"batching": {"max_batch_size": 4, "max_delay_ms": 0, "max_queue": 16}}
+    )
+    assert r["push batched"]["same_sha256_as"] == [] and r["push same bytes"]["same_sha256_as"] == [1]
+    assert r["push directory"]["state"] == "ready"
+    assert [f["path"] for f in r["push directory"]["files"]] == ["weights/model.skops"]
+    assert r["push directory again"]["same_sha256_as"] == [3]  # packed alike: the same bytes
+    assert (r["promote staging"]["alias"], r["promote staging"]["version"]) == ("production", 3)
+    assert r["promote digits"]["version"] == 2  # "2" is a version number, not an alias named "2"
+    assert {a["alias"]: a["version"] for a in r["aliases"]} == {"production": 3, "staging": 3, "canary": 2}
+    assert r["unalias"] is None and {a["alias"] for a in r["aliases after"]} == {"production", "staging"}
+    assert r["promote unknown alias"][:2] == (NotFound, 404)
+    assert r["load"] is None and r["unload"] is None
+    assert r["zero rate limit"][:2] == (InvalidInput, 400)  # refused, not an unlimited key
+
+    assert await run_async(aclient, managing(artifacts, model_dir)) == r
+    sync_events = client.audit(model="tulips", limit=3)
+    async_events = await aclient.audit(model="tulips", limit=3)
+    targets = [e["target"] for e in sync_events]
+    # newest first: unload, load (of the version production names), unalias
+    assert targets == [e["target"] for e in async_events] == ["tulips", "tulips/3", "tulips@canary"]
+    older = client.audit(model="tulips", before=min(e["id"] for e in sync_events))
+    assert older and all(e["id"] < sync_events[-1]["id"] for e in older)
+    assert all(e["target"].startswith("tulips") for e in older)
+
+
+def test_requests_carry_what_was_given() -> None:
+    sent: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(200, json={})
+
+    with Client("http://mocked", "k", transport=httpx.MockTransport(answer)) as sdk:
+        sdk.create_key("k", ["read"], rate_limit=0, models=None)
+        sdk.revoke_key("admin", force=True)
+        sdk.revoke_key("other")
+        sdk.configure_version("m", 1, max_delay_ms=0)
+        with pytest.raises(InvalidInput, match="NaN or infinity"):
+            sdk.infer("m", {"x": np.array([1.0, np.nan])})  # JSON has no NaN: refused before sending
+    create, forced, plain_revoke, patch = sent
+    assert json.loads(create.content) == {"name": "k", "scopes": ["read"], "rate_limit": 0}
+    assert (forced.method, forced.url.params.get("force")) == ("DELETE", "true")
+    assert "force" not in plain_revoke.url.params
+    assert (patch.method, json.loads(patch.content)) == ("PATCH", {"batching": {"max_delay_ms": 0}})
+
+
+async def test_no_answer_is_a_typed_error_naming_the_url() -> None:
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    with Client(url, "k") as sdk, pytest.raises(ConnectionFailed) as failed:
+        sdk.list_models()
+    async with AsyncClient(url, "k") as asdk:
+        with pytest.raises(ConnectionFailed) as afailed:
+            await asdk.list_models()
+    for exc in (failed.value, afailed.value):
+        assert exc.url == url and url in exc.message and exc.status_code is None
+    with pytest.raises(ConfigError, match="http://localhost:8080"):
+        Client("localhost:8080")
+    with pytest.raises(ConfigError, match=r"no-such-ca\.pem"):
+        Client(url, verify="no-such-ca.pem")

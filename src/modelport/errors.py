@@ -116,6 +116,23 @@ class ConfigError(ModelportError):
     code = "config_error"
 
 
+class ConnectionFailed(ModelportError):
+    """No HTTP answer from the server: nothing listens there, the name does not resolve, the
+    connection broke, or TLS failed. ``url`` is the server's base URL; ``status_code`` stays None."""
+
+    code = "connection_failed"
+
+    def __init__(self, message: str, *, url: str) -> None:
+        super().__init__(message, field="url")
+        self.url = url
+
+
+class CertificateRejected(ConnectionFailed):
+    """The server's TLS certificate could not be verified (self-signed, unknown CA, wrong host name)."""
+
+    code = "certificate_rejected"
+
+
 def _subclasses(cls: type[ModelportError]) -> list[type[ModelportError]]:
     out = [cls]
     for sub in cls.__subclasses__():

@@ -16,3 +16,16 @@ def check_name(value: str, *, field: str = "name") -> str:
             field=field,
         )
     return value
+
+
+def check_alias(value: str, *, field: str = "alias") -> str:
+    """An alias name: a name that is not all digits, since a version reference of digits is a version
+    number (alias ``7`` could never be reached, alias ``2`` would hide behind version 2)."""
+    check_name(value, field=field)
+    if value.isdigit():
+        raise InvalidName(
+            f"invalid {field}: an alias name may not be all digits (digits name a version number); "
+            f"it must match {NAME_PATTERN.pattern} and hold a letter, '-' or '_', e.g. 'v{value}'",
+            field=field,
+        )
+    return value

@@ -5,14 +5,17 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import ByteSize, Field
+from pydantic import ByteSize, Field, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -111,5 +114,78 @@ def is_loopback(host: str) -> bool:
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Build settings; ``overrides`` (e.g. CLI flags) win over the environment and the TOML file."""
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    """Build settings; ``overrides`` (e.g. CLI flags) win over the environment and the TOML file.
+
+    A value that does not fit raises ``ConfigError`` with one line naming where it came from (the flag
+    for an override, else the variable or ``modelport.toml``) and what to write instead.
+    """
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        problems = [_problem(error, given) for error in exc.errors(include_url=False)]
+        raise ConfigError("; ".join(problems), field=_field(exc.errors()[0]["loc"])) from None
+    except SettingsError as exc:
+        raise ConfigError(_unparsed(exc), field=_unparsed_field(exc)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"modelport.toml is not valid TOML: {exc}") from None
+
+
+_HINTS = {  # what to write, by the type of the field that refused a value
+    "ByteSize": "write a size such as 4GiB or 512MB",
+    "bool": "write true or false",
+    "list": "write a JSON list, e.g. '[\"models.internal\"]'",
+}
+
+
+def _field(loc: tuple[int | str, ...]) -> str:
+    return str(loc[0]) if loc else ""
+
+
+def _source(name: str, given: dict[str, Any]) -> str:
+    if name in given:
+        return "--" + name.replace("_", "-")
+    env = f"MODELPORT_{name.upper()}"
+    if any(var.upper() == env for var in os.environ):
+        return env
+    return f"{name} in modelport.toml"
+
+
+def _hint(name: str) -> str:
+    field = Settings.model_fields.get(name)
+    annotation = repr(field.annotation) if field else ""
+    hint = next((h for type_name, h in _HINTS.items() if type_name in annotation), "")
+    return f"; {hint}" if hint else ""
+
+
+def _problem(error: Any, given: dict[str, Any]) -> str:
+    name = _field(error["loc"])
+    if not name:
+        return str(error["msg"])
+    message = str(error["msg"])
+    message = message[:1].lower() + message[1:]
+    return f"invalid {_source(name, given)} {error.get('input')!r}: {message}{_hint(name)}"
+
+
+_UNPARSED = re.compile(r'field "(?P<name>\w+)" from source "(?P<source>\w+)"')
+
+
+def _unparsed_field(exc: SettingsError) -> str | None:
+    found = _UNPARSED.search(str(exc))
+    return found["name"] if found else None
+
+
+def _unparsed(exc: SettingsError) -> str:
+    """pydantic-settings reads list and dict settings as JSON; say so, with the value and an example."""
+    name = _unparsed_field(exc)
+    if name is None:
+        return str(exc)
+    env = f"MODELPORT_{name.upper()}"
+    value = next((v for var, v in os.environ.items() if var.upper() == env), None)
+    if value is None:
+        return f"{name} in modelport.toml cannot be read: {exc.__cause__ or exc}"
+    field = Settings.model_fields.get(name)
+    if field is None or "list" not in repr(field.annotation):
+        return f"{env} is not JSON (got {value!r}): write it as JSON"
+    example = json.dumps([part.strip() for part in value.split(",") if part.strip()] or ["..."])
+    return f"{env} is not JSON (got {value!r}): write a JSON list, e.g. {env}='{example}'"

@@ -26,6 +26,8 @@ VALID_PATH = {"model": "iris", "alias": "production", "version": "1"}
 VALID_BODY: dict[str, dict[str, Any]] = {
     "SetAlias": {"version": 1},
     "VersionConfig": {"batching": {"max_batch_size": 8, "max_delay_ms": 1.0, "max_queue": 16}},
+    "VersionConfigPatch": {"batching": {"max_batch_size": 8, "max_delay_ms": 1.0, "max_queue": 16}},
+    "InferenceRequest": ROW,
     "CreateKey": {"name": "fuzz-key", "scopes": ["read"], "rate_limit": 5.0},
     "CreateModel": {"name": "fuzz-model"},
 }
@@ -75,7 +77,8 @@ class Operation:
         self.body_schema = (
             content.get("application/json", {}).get("schema", {}).get("$ref", "").split("/")[-1]
         )
-        self.raw_body = "application/octet-stream" in content
+        # raw bytes only where JSON is not an option (the push; inference takes both)
+        self.raw_body = "application/octet-stream" in content and "application/json" not in content
 
     def __repr__(self) -> str:
         return f"{self.method.upper()} {self.path}"

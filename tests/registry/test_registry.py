@@ -176,8 +176,6 @@ def test_keys_are_found_by_hash_and_revoked(registry: Registry) -> None:
     assert found is not None and found.scopes == {"read", "write"} and found.revoked_at is None
     assert registry.keys.revoke("ci").revoked_at is not None
     assert registry.keys.find_by_hash("h" * 64).revoked_at is not None  # type: ignore[union-attr]
-    registry.keys.upsert("ci", key_hash="j" * 64, prefix="mp_new", scopes=["admin"])
-    assert registry.keys.find_by_hash("j" * 64).scopes == {"admin"}  # type: ignore[union-attr]
 
 
 def test_audit_is_appended_and_filtered(registry: Registry) -> None:
@@ -269,3 +267,23 @@ def test_pins_of_a_dead_push_expire_or_are_cleared_at_start(
     registry.blobs.clear_pins()
     assert registry.blobs.collect(["f" * 64], deleted.append) == ["f" * 64]
     assert deleted == ["e" * 64, "f" * 64]
+
+
+def test_concurrent_config_merges_keep_every_key(registry: Registry) -> None:
+    add(registry)
+    errors: list[BaseException] = []
+
+    def merge(key: str) -> None:
+        try:
+            for i in range(10):
+                registry.models.set_version_config("iris", 1, lambda c, k=key, n=i: {**c, k: n})
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=merge, args=(k,)) for k in ("a", "b", "c")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert registry.models.get_version("iris", 1).config == {"a": 9, "b": 9, "c": 9}

@@ -122,6 +122,22 @@ class ErrorEncoder:
         return Response(payload, status_code=status, headers={k.decode(): v.decode() for k, v in headers})
 
 
+def validation_error(exc: RequestValidationError) -> InvalidInput:
+    """FastAPI's first validation error, in words, naming the field at fault (400, never 422)."""
+    first = exc.errors()[0] if exc.errors() else {}
+    kind = first.get("type")
+    if kind == "json_invalid":  # loc is ("body", position)
+        position = first.get("loc", ("body", "?"))[-1]
+        detail = first.get("ctx", {}).get("error", "invalid JSON")
+        return InvalidInput(f"malformed JSON body at byte {position}: {detail}")
+    loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
+    where = ".".join(loc)
+    if kind == "missing" and not where:
+        return InvalidInput("this request needs a JSON body")
+    message = "unknown field" if kind == "extra_forbidden" else first.get("msg", "invalid request")
+    return InvalidInput(f"{where or 'request'}: {message}", field=where or None)
+
+
 def install_error_handlers(app: FastAPI, errors: ErrorEncoder) -> None:
     """Every error ``app`` answers, in the shape of ``errors``: the one handler of a surface."""
 
@@ -131,10 +147,7 @@ def install_error_handlers(app: FastAPI, errors: ErrorEncoder) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
-        first = exc.errors()[0] if exc.errors() else {}
-        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
-        message = f"{'.'.join(loc) or 'request'}: {first.get('msg', 'invalid request')}"
-        return errors.response(400, InvalidInput(message, field=".".join(loc) or None))
+        return errors.response(400, validation_error(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:

@@ -7,7 +7,8 @@ surface (``/v1``, ``{"error": {"message", "type", "param", "code"}}``) or the da
 more line here, one body function in ``api/errors.py`` and one more mounted sub-app.
 
 The root app keeps what belongs to no surface (``/metrics``, ``/docs``, ``/openapi.json``) and serves one
-OpenAPI document: the sub-apps' documents merged under their prefixes.
+OpenAPI document: the sub-apps' documents merged under their prefixes, each documenting its own error
+shape, the statuses it answers and which operations need a key (``api/openapi.py``).
 """
 
 from __future__ import annotations
@@ -20,24 +21,34 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
+from pydantic import BaseModel
 from starlette._utils import get_route_path
 from starlette.routing import Match, Mount
 from starlette.types import Scope
 
+from modelport.api import openapi
 from modelport.api.errors import ErrorEncoder, install_error_handlers, management_body, v2_body
 
 
 @dataclass(frozen=True)
 class Surface:
-    """Where a surface is mounted and how it writes errors."""
+    """Where a surface is mounted, how it writes errors and how its documentation describes them:
+    ``error_model`` documents the error body, ``public`` lists the paths that need no key,
+    ``strict_paths`` says that names in its paths are checked (a bad one answers 400) and
+    ``by_suffix`` adds statuses to every path with that ending."""
 
     prefix: str
     errors: ErrorEncoder
+    error_model: type[BaseModel]
+    public: tuple[str, ...] = ()
+    strict_paths: bool = False
+    by_suffix: tuple[tuple[str, int], ...] = ()
 
-    def app(self, tags: Sequence[str] = ()) -> FastAPI:
+    def app(self, tags: Sequence[str] = ()) -> SurfaceApp:
         """An empty sub-app for this surface, documented through the root's ``/openapi.json``; ``tags``
         apply to every route declared on it."""
-        app = FastAPI(
+        app = SurfaceApp(
+            self,
             openapi_url=None,
             docs_url=None,
             redoc_url=None,
@@ -48,8 +59,34 @@ class Surface:
         return app
 
 
-V2 = Surface("/v2", ErrorEncoder(v2_body))
-MANAGEMENT = Surface("/api/v1", ErrorEncoder(management_body))
+class SurfaceApp(FastAPI):
+    """A surface's sub-app. Its document says what the surface answers (``openapi.document``);
+    ``doc_models`` are schemas its routes reference by hand (bodies no pydantic model decodes)."""
+
+    def __init__(self, surface: Surface, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.surface = surface
+        self.doc_models: list[type[BaseModel]] = []
+
+    def openapi(self) -> dict[str, Any]:
+        if self.openapi_schema:
+            return self.openapi_schema
+        doc = super().openapi()  # caches itself in openapi_schema: rewritten in place once
+        openapi.add_schemas(doc, self.doc_models)
+        surface = self.surface
+        return openapi.document(
+            doc, surface.error_model, surface.public, surface.strict_paths, surface.by_suffix
+        )
+
+
+V2 = Surface(
+    "/v2",
+    ErrorEncoder(v2_body),
+    openapi.V2Error,
+    public=("", "/health/live", "/health/ready"),
+    by_suffix=(("}/ready", 503),),  # a model's readiness answers 503 when it cannot serve
+)
+MANAGEMENT = Surface("/api/v1", ErrorEncoder(management_body), openapi.ManagementError, strict_paths=True)
 OUTSIDE = MANAGEMENT.errors  # paths of no surface (/metrics, /docs, unknown ones) answer like management
 
 

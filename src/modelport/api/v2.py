@@ -15,7 +15,9 @@ from starlette.responses import Response
 
 from modelport import __version__
 from modelport.api.inference import InferenceHandler, read_body, version_ref
+from modelport.api.openapi import errors
 from modelport.api.surfaces import V2
+from modelport.api.v2_docs import INFER_DOC, INFER_RESPONSES, InferenceRequest
 from modelport.errors import NotReady
 from modelport.registry import VersionState
 from modelport.security.keys import Scope
@@ -32,6 +34,7 @@ def build_app(dataplane: DataPlane, handler: InferenceHandler) -> FastAPI:
     """The ``/v2`` sub-app; ``handler`` answers inference here and in the fast path."""
     auth, max_body = handler.auth, handler.max_body
     app = V2.app(tags=["Open Inference Protocol v2"])
+    app.doc_models.append(InferenceRequest)  # the infer body, documented by hand (decoded raw)
     reader = (Scope.INFER, Scope.READ)
 
     @app.get("")
@@ -72,11 +75,11 @@ def build_app(dataplane: DataPlane, handler: InferenceHandler) -> FastAPI:
             }
         )
 
-    @app.get("/models/{model}")
+    @app.get("/models/{model}", responses=errors(503))
     def model_metadata(request: Request, model: str) -> Response:
         return metadata(request, model, None)
 
-    @app.get("/models/{model}/versions/{version}")
+    @app.get("/models/{model}/versions/{version}", responses=errors(503))
     def version_metadata(request: Request, model: str, version: str) -> Response:
         return metadata(request, model, version)
 
@@ -100,11 +103,11 @@ def build_app(dataplane: DataPlane, handler: InferenceHandler) -> FastAPI:
         )
         return Response(payload, status_code=status, headers={k.decode(): v.decode() for k, v in headers})
 
-    @app.post("/models/{model}/infer")
+    @app.post("/models/{model}/infer", openapi_extra=INFER_DOC, responses=INFER_RESPONSES)
     async def model_infer(request: Request, model: str) -> Response:
         return await infer(request, model, None)
 
-    @app.post("/models/{model}/versions/{version}/infer")
+    @app.post("/models/{model}/versions/{version}/infer", openapi_extra=INFER_DOC, responses=INFER_RESPONSES)
     async def version_infer(request: Request, model: str, version: str) -> Response:
         return await infer(request, model, version)
 
@@ -127,7 +130,7 @@ def build_app(dataplane: DataPlane, handler: InferenceHandler) -> FastAPI:
                 entries.append(entry)
         return _json(entries)
 
-    @app.post("/repository/models/{model}/load")
+    @app.post("/repository/models/{model}/load", responses=errors(503))
     def repository_load(request: Request, model: str) -> Response:
         who = auth.principal(request, Scope.DEPLOY)
         who.require_model(model)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar, Unpack
@@ -12,7 +14,9 @@ import httpx
 
 from modelport.client import calls
 from modelport.client.base import BaseClient
-from modelport.client.calls import JSONObject, KeyOptions, Outputs, Progress, Upload
+from modelport.client.calls import Batching, JSONObject, KeyOptions, Outputs, Progress, Upload
+from modelport.client.network import translated_errors
+from modelport.client.packing import pack_directory
 from modelport.constants import DEFAULT_ALIAS
 
 T = TypeVar("T")
@@ -36,11 +40,16 @@ class AsyncClient(BaseClient[httpx.AsyncClient, httpx.AsyncBaseTransport]):
 
     async def _send(self, call: calls.Call[T]) -> T:
         content = _read_off_loop(call.upload) if call.upload else None
-        return call.result(await self._http.send(call.request(self._http, content)))
+        with translated_errors(self.url):
+            response = await self._http.send(call.request(self._http, content))
+        return call.result(response)
 
     # ---- models and versions ------------------------------------------------------------------
     async def list_models(self) -> list[JSONObject]:
         return await self._send(calls.list_models())
+
+    async def create_model(self, name: str, description: str = "") -> JSONObject:
+        return await self._send(calls.create_model(name, description))
 
     async def get_model(self, name: str) -> JSONObject:
         return await self._send(calls.get_model(name))
@@ -49,9 +58,16 @@ class AsyncClient(BaseClient[httpx.AsyncClient, httpx.AsyncBaseTransport]):
         await self._send(calls.delete_model(name))
 
     async def push(
-        self, name: str, path: str | Path, *, framework: str | None = None, progress: Progress | None = None
+        self,
+        name: str,
+        path: str | Path,
+        *,
+        framework: str | None = None,
+        progress: Progress | None = None,
+        **batching: Unpack[Batching],
     ) -> JSONObject:
-        return await self._send(calls.push(name, path, framework, progress))
+        async with _packed_off_loop(path) as file:
+            return await self._send(calls.push(name, file, framework, progress, batching))
 
     async def list_versions(self, name: str) -> list[JSONObject]:
         return await self._send(calls.list_versions(name))
@@ -62,12 +78,27 @@ class AsyncClient(BaseClient[httpx.AsyncClient, httpx.AsyncBaseTransport]):
     async def delete_version(self, name: str, version: int) -> None:
         await self._send(calls.delete_version(name, version))
 
+    async def version_config(self, name: str, version: int) -> JSONObject:
+        return await self._send(calls.version_config(name, version))
+
+    async def configure_version(self, name: str, version: int, **batching: Unpack[Batching]) -> JSONObject:
+        return await self._send(calls.configure_version(name, version, batching))
+
+    async def load_model(self, name: str) -> None:
+        await self._send(calls.load_model(name))
+
+    async def unload_model(self, name: str) -> None:
+        await self._send(calls.unload_model(name))
+
     # ---- aliases ------------------------------------------------------------------------------
-    async def promote(self, name: str, version: int, alias: str = DEFAULT_ALIAS) -> JSONObject:
+    async def promote(self, name: str, version: int | str, alias: str = DEFAULT_ALIAS) -> JSONObject:
         return await self._send(calls.promote(name, version, alias))
 
     async def rollback(self, name: str, alias: str = DEFAULT_ALIAS) -> JSONObject:
         return await self._send(calls.rollback(name, alias))
+
+    async def delete_alias(self, name: str, alias: str) -> None:
+        await self._send(calls.delete_alias(name, alias))
 
     async def list_aliases(self, name: str) -> list[JSONObject]:
         return await self._send(calls.list_aliases(name))
@@ -82,8 +113,8 @@ class AsyncClient(BaseClient[httpx.AsyncClient, httpx.AsyncBaseTransport]):
     async def list_keys(self) -> list[JSONObject]:
         return await self._send(calls.list_keys())
 
-    async def revoke_key(self, name: str) -> JSONObject:
-        return await self._send(calls.revoke_key(name))
+    async def revoke_key(self, name: str, *, force: bool = False) -> JSONObject:
+        return await self._send(calls.revoke_key(name, force))
 
     async def audit(self, **filters: Any) -> list[JSONObject]:
         return await self._send(calls.audit(filters))
@@ -96,6 +127,17 @@ class AsyncClient(BaseClient[httpx.AsyncClient, httpx.AsyncBaseTransport]):
         self, name: str, inputs: dict[str, Any], *, version: str | int | None = None
     ) -> tuple[Outputs, str]:
         return await self._send(calls.infer(name, inputs, version))
+
+
+@asynccontextmanager
+async def _packed_off_loop(path: str | Path) -> AsyncIterator[Path]:
+    """``packing.packed``, the archive written in a worker thread."""
+    path = Path(path)
+    if not path.is_dir():
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="modelport-push-") as tmp:
+        yield await anyio.to_thread.run_sync(pack_directory, path, Path(tmp))
 
 
 async def _read_off_loop(upload: Upload) -> AsyncIterator[bytes]:

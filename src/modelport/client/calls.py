@@ -7,7 +7,7 @@ response decoding and the mapping of error responses to the ``modelport.errors``
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypedDict, TypeVar, cast
@@ -15,7 +15,7 @@ from typing import Any, Generic, TypedDict, TypeVar, cast
 import httpx
 import numpy as np
 
-from modelport.constants import DEFAULT_ALIAS, DEFAULT_URL
+from modelport.constants import DEFAULT_ALIAS
 from modelport.errors import (
     ERRORS_BY_CODE,
     Conflict,
@@ -38,11 +38,6 @@ JSONObject = dict[str, Any]
 Outputs = dict[str, np.ndarray]
 Progress = Callable[[int], None]
 UPLOAD_CHUNK = 1024 * 1024
-
-
-def base_url(url: str | None) -> str:
-    """``url``, else ``MODELPORT_URL``, else ``DEFAULT_URL``; without a trailing slash."""
-    return (url or os.environ.get("MODELPORT_URL") or DEFAULT_URL).rstrip("/")
 
 
 def default_api_key() -> str | None:
@@ -116,6 +111,11 @@ def _nothing(body: Any) -> None:
     return None
 
 
+def _given(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The options that were given: None means "not given"; 0, "" and False are values."""
+    return {k: v for k, v in options.items() if v is not None}
+
+
 def _model(name: str) -> str:
     return f"/api/v1/models/{name}"
 
@@ -141,10 +141,30 @@ def delete_model(name: str) -> Call[None]:
     return Call("DELETE", _model(name), _nothing)
 
 
-def push(name: str, path: str | Path, framework: str | None, progress: Progress | None) -> Call[JSONObject]:
-    """Upload a model file or a directory archive as the next version of ``name``."""
+class Batching(TypedDict, total=False):
+    """A version's batching settings; a setting not given keeps its value (or the server's default)."""
+
+    max_batch_size: int | None  # most requests run as one batch
+    max_delay_ms: float | None  # longest wait for a batch to fill
+    max_queue: int | None  # most requests waiting; more answer 503 with Retry-After
+
+
+def create_model(name: str, description: str = "") -> Call[JSONObject]:
+    return Call("POST", "/api/v1/models", _object, json={"name": name, "description": description})
+
+
+def push(
+    name: str,
+    path: str | Path,
+    framework: str | None,
+    progress: Progress | None,
+    batching: Batching | None = None,
+) -> Call[JSONObject]:
+    """Upload a model file or archive (a directory: see ``packing.packed``) as the next version of
+    ``name``, with its batching settings."""
     path = Path(path)
-    params = {"filename": path.name, **({"framework": framework} if framework else {})}
+    params: dict[str, Any] = {"filename": path.name, **({"framework": framework} if framework else {})}
+    params.update(_given(batching or {}))
     headers = {"Content-Type": "application/octet-stream", "Content-Length": str(path.stat().st_size)}
     upload = Upload(path, progress)
     return Call("POST", f"{_model(name)}/versions", _object, params=params, upload=upload, headers=headers)
@@ -162,9 +182,36 @@ def delete_version(name: str, version: int) -> Call[None]:
     return Call("DELETE", f"{_model(name)}/versions/{version}", _nothing)
 
 
+def version_config(name: str, version: int) -> Call[JSONObject]:
+    """The version's own serving settings (a setting absent uses the server's default)."""
+    return Call("GET", f"{_model(name)}/versions/{version}/config", _object)
+
+
+def configure_version(name: str, version: int, batching: Batching) -> Call[JSONObject]:
+    """Change only the batching settings given (a JSON merge patch); the answer is the version."""
+    body = {"batching": _given(batching)}
+    return Call("PATCH", f"{_model(name)}/versions/{version}/config", _object, json=body)
+
+
+def load_model(name: str) -> Call[None]:
+    return Call("POST", f"/v2/repository/models/{name}/load", _nothing)
+
+
+def unload_model(name: str) -> Call[None]:
+    return Call("POST", f"/v2/repository/models/{name}/unload", _nothing)
+
+
 # ---- aliases ------------------------------------------------------------------------------------
-def promote(name: str, version: int, alias: str = DEFAULT_ALIAS) -> Call[JSONObject]:
-    return Call("PUT", _alias(name, alias), _object, json={"version": version})
+def promote(name: str, target: int | str, alias: str = DEFAULT_ALIAS) -> Call[JSONObject]:
+    """Point ``alias`` at ``target``: a version number (digits count as one), or the name of another
+    alias of the model, whose version the server reads and promotes in one transaction."""
+    if isinstance(target, str) and not target.isdigit():
+        return Call("PUT", _alias(name, alias), _object, json={"alias": target})
+    return Call("PUT", _alias(name, alias), _object, json={"version": int(target)})
+
+
+def delete_alias(name: str, alias: str) -> Call[None]:
+    return Call("DELETE", _alias(name, alias), _nothing)
 
 
 def rollback(name: str, alias: str = DEFAULT_ALIAS) -> Call[JSONObject]:
@@ -187,7 +234,9 @@ class KeyOptions(TypedDict, total=False):
 
 
 def create_key(name: str, scopes: list[str], options: KeyOptions) -> Call[JSONObject]:
-    body = {"name": name, "scopes": scopes, **{k: v for k, v in options.items() if v}}
+    # "is not None", never truthiness: rate_limit=0 goes to the server, which refuses it, rather than
+    # silently making a key without a limit
+    body = {"name": name, "scopes": scopes, **_given(options)}
     return Call("POST", "/api/v1/keys", _object, json=body)
 
 
@@ -195,12 +244,14 @@ def list_keys() -> Call[list[JSONObject]]:
     return Call("GET", "/api/v1/keys", _objects)
 
 
-def revoke_key(name: str) -> Call[JSONObject]:
-    return Call("DELETE", f"/api/v1/keys/{name}", _object)
+def revoke_key(name: str, force: bool = False) -> Call[JSONObject]:
+    """``force``: also revoke the last active admin key (the server answers 409 without it)."""
+    return Call("DELETE", f"/api/v1/keys/{name}", _object, params={"force": "true"} if force else None)
 
 
 def audit(filters: dict[str, Any]) -> Call[list[JSONObject]]:
-    params = {k: v for k, v in filters.items() if v is not None}
+    """Newest first; filters: ``actor``, ``action``, ``target``, ``model``, ``before`` (an id), ``limit``."""
+    params = _given(filters)
     return Call("GET", "/api/v1/audit", _objects, params=params)
 
 
@@ -218,6 +269,11 @@ def encode_inputs(inputs: dict[str, Any]) -> list[JSONObject]:
     tensors = []
     for input_name, value in inputs.items():
         array = np.asarray(value)
+        if array.dtype.kind in "fc" and not np.isfinite(array).all():
+            raise InvalidInput(
+                f"input {input_name!r} holds NaN or infinity, which JSON cannot carry: send finite numbers",
+                field=input_name,
+            )
         tensors.append(
             {
                 "name": input_name,

@@ -10,7 +10,9 @@ import httpx
 
 from modelport.client import calls
 from modelport.client.base import BaseClient
-from modelport.client.calls import JSONObject, KeyOptions, Outputs, Progress
+from modelport.client.calls import Batching, JSONObject, KeyOptions, Outputs, Progress
+from modelport.client.network import translated_errors
+from modelport.client.packing import packed
 from modelport.constants import DEFAULT_ALIAS
 
 T = TypeVar("T")
@@ -34,11 +36,17 @@ class Client(BaseClient[httpx.Client, httpx.BaseTransport]):
 
     def _send(self, call: calls.Call[T]) -> T:
         content = call.upload.chunks() if call.upload else None
-        return call.result(self._http.send(call.request(self._http, content)))
+        with translated_errors(self.url):
+            response = self._http.send(call.request(self._http, content))
+        return call.result(response)
 
     # ---- models and versions ------------------------------------------------------------------
     def list_models(self) -> list[JSONObject]:
         return self._send(calls.list_models())
+
+    def create_model(self, name: str, description: str = "") -> JSONObject:
+        """Create an empty model (a push creates one as needed; this one carries a description)."""
+        return self._send(calls.create_model(name, description))
 
     def get_model(self, name: str) -> JSONObject:
         return self._send(calls.get_model(name))
@@ -47,13 +55,23 @@ class Client(BaseClient[httpx.Client, httpx.BaseTransport]):
         self._send(calls.delete_model(name))
 
     def push(
-        self, name: str, path: str | Path, *, framework: str | None = None, progress: Progress | None = None
+        self,
+        name: str,
+        path: str | Path,
+        *,
+        framework: str | None = None,
+        progress: Progress | None = None,
+        **batching: Unpack[Batching],
     ) -> JSONObject:
-        """Upload a model file or a directory archive as the next version of ``name``.
+        """Upload a model file, an archive, or a directory (sent as a ``.tar.gz`` of its files) as the
+        next version of ``name``.
 
-        ``framework`` overrides detection; ``progress`` is called with each chunk's size as it is sent.
+        ``framework`` overrides detection; ``progress`` is called with each chunk's size as it is sent;
+        ``max_batch_size``, ``max_delay_ms``, ``max_queue`` set the version's batching. The answer's
+        ``same_sha256_as`` lists the versions that already had the same bytes.
         """
-        return self._send(calls.push(name, path, framework, progress))
+        with packed(path) as file:
+            return self._send(calls.push(name, file, framework, progress, batching))
 
     def list_versions(self, name: str) -> list[JSONObject]:
         return self._send(calls.list_versions(name))
@@ -64,14 +82,36 @@ class Client(BaseClient[httpx.Client, httpx.BaseTransport]):
     def delete_version(self, name: str, version: int) -> None:
         self._send(calls.delete_version(name, version))
 
+    def version_config(self, name: str, version: int) -> JSONObject:
+        """The version's own serving settings; one not there uses the server's default."""
+        return self._send(calls.version_config(name, version))
+
+    def configure_version(self, name: str, version: int, **batching: Unpack[Batching]) -> JSONObject:
+        """Change only the batching settings given; the others keep their values. Returns the version."""
+        return self._send(calls.configure_version(name, version, batching))
+
+    def load_model(self, name: str) -> None:
+        """Load the model's serving version now (V2 repository API), rather than on first request."""
+        self._send(calls.load_model(name))
+
+    def unload_model(self, name: str) -> None:
+        """Free the model's memory; the next request loads it again."""
+        self._send(calls.unload_model(name))
+
     # ---- aliases ------------------------------------------------------------------------------
-    def promote(self, name: str, version: int, alias: str = DEFAULT_ALIAS) -> JSONObject:
-        """Point ``alias`` at ``version``; the version is loaded before traffic moves to it."""
+    def promote(self, name: str, version: int | str, alias: str = DEFAULT_ALIAS) -> JSONObject:
+        """Point ``alias`` at ``version``: a number, or the name of another alias of the model (e.g.
+        ``"staging"``: its version, read and promoted in one transaction). The version is loaded before
+        traffic moves to it."""
         return self._send(calls.promote(name, version, alias))
 
     def rollback(self, name: str, alias: str = DEFAULT_ALIAS) -> JSONObject:
         """Move ``alias`` back to the version it pointed at before."""
         return self._send(calls.rollback(name, alias))
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        """Remove ``alias``; requests through it answer 404 from then on. Its history stays."""
+        self._send(calls.delete_alias(name, alias))
 
     def list_aliases(self, name: str) -> list[JSONObject]:
         return self._send(calls.list_aliases(name))
@@ -90,11 +130,13 @@ class Client(BaseClient[httpx.Client, httpx.BaseTransport]):
     def list_keys(self) -> list[JSONObject]:
         return self._send(calls.list_keys())
 
-    def revoke_key(self, name: str) -> JSONObject:
-        return self._send(calls.revoke_key(name))
+    def revoke_key(self, name: str, *, force: bool = False) -> JSONObject:
+        """Revoke a key at once. The last active admin key needs ``force=True`` (else ``Conflict``)."""
+        return self._send(calls.revoke_key(name, force))
 
     def audit(self, **filters: Any) -> list[JSONObject]:
-        """Audit entries, newest first; filters: ``actor``, ``action``, ``target``, ``limit``."""
+        """Audit entries, newest first; filters: ``actor``, ``action``, ``target``, ``model`` (its
+        versions and aliases too), ``before`` (an entry id: the next page), ``limit``."""
         return self._send(calls.audit(filters))
 
     # ---- inference ----------------------------------------------------------------------------

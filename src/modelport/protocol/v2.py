@@ -6,6 +6,7 @@ Decoding reads raw bytes with orjson (and numpy for binary tensors); no pydantic
 from __future__ import annotations
 
 import math
+import re
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,7 @@ from modelport.serving.datatypes import numpy_dtype, v2_datatype
 HEADER_LENGTH = "inference-header-content-length"
 MAX_DIMS = 8
 MAX_ELEMENTS = 16 * 1024 * 1024  # per input tensor, unless the server is configured otherwise
+NON_FINITE = re.compile(rb"(?i)(nan|inf|infinity)(?![a-z0-9_])")  # JavaScript's and Python's spellings
 
 
 @dataclass
@@ -120,6 +122,16 @@ def _json_array(data: Any, datatype: str, shape: tuple[int, ...], name: str) -> 
         raise _fail(f"input {name!r}: data does not fit {datatype} (out of range or not a number)") from None
 
 
+def _json_error(text: bytes, exc: orjson.JSONDecodeError) -> str:
+    """What is wrong with a JSON text, in words a client can act on."""
+    if NON_FINITE.match(text, exc.pos):
+        return (
+            f"malformed JSON at byte {exc.pos}: NaN and Infinity are not valid JSON numbers; send finite "
+            "numbers, or the tensor as binary data (binary tensor extension) to carry non-finite values"
+        )
+    return f"malformed JSON: {exc.msg} at byte {exc.pos}"
+
+
 def decode_request(
     body: bytes, header_length: int | None, max_elements: int = MAX_ELEMENTS
 ) -> InferenceRequest:
@@ -132,7 +144,7 @@ def decode_request(
     try:
         doc = orjson.loads(head)
     except orjson.JSONDecodeError as exc:
-        raise _fail(f"malformed JSON: {exc.msg}", field=None) from None
+        raise _fail(_json_error(head, exc), field=None) from None
     if not isinstance(doc, dict):
         raise _fail("request must be a JSON object", field=None)
     raw_inputs = doc.get("inputs")

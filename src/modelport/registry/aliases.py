@@ -1,11 +1,16 @@
-"""Aliases: named pointers to versions, with the history that rollback walks back."""
+"""Aliases: named pointers to versions, with the history that rollback walks back.
+
+Alias names are names that are not all digits (``names.check_alias``): a reference of digits is a
+version number.
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from modelport.errors import Conflict, NotFound
+from modelport.names import check_alias
 from modelport.registry.changes import announce
 from modelport.registry.db import Database, as_utc, utcnow
 from modelport.registry.models import model_row, version_row
@@ -18,6 +23,7 @@ class Aliases:
         self.db = db
 
     def set(self, model: str, alias: str, version: int, *, by: str) -> AliasRecord:
+        check_alias(alias)
         with self.db.tx() as s:
             target = version_row(s, model, version)
             if target.state != VersionState.READY.value:
@@ -38,6 +44,37 @@ class Aliases:
             for entry in popped:
                 entry.undone = True
             return _move(s, model, target.model_id, alias, target.version, "rollback", by)
+
+    def delete(self, model: str, alias: str, *, by: str) -> AliasRecord:
+        """Remove the alias; its history stays readable and ends with a ``delete`` entry, and its
+        rollback stack is cleared (an alias created again later starts afresh). Announced as a move, so
+        serving processes drop the routes through it."""
+        with self.db.tx() as s:
+            m = model_row(s, model)
+            row = s.scalar(select(AliasRow).where(AliasRow.model_id == m.id, AliasRow.name == alias))
+            if row is None:
+                raise NotFound(f"alias {alias!r} of {model!r} not found")
+            record = _alias(model, row)
+            s.execute(
+                update(AliasHistoryRow)
+                .where(AliasHistoryRow.model_id == m.id, AliasHistoryRow.alias == alias)
+                .values(undone=True)
+            )
+            s.add(
+                AliasHistoryRow(
+                    model_id=m.id,
+                    alias=alias,
+                    version=row.version,
+                    action="delete",
+                    undone=True,
+                    at=utcnow(),
+                    by=by,
+                )
+            )
+            s.delete(row)
+            s.flush()
+            announce(s, ChangeKind.ALIAS_MOVED, model, record.version)
+            return record
 
     def of_model(self, model: str) -> list[AliasRecord]:
         with self.db.tx() as s:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from modelport.registry.db import Database, as_utc, utcnow
 from modelport.registry.records import REQUEST_SOURCE, AuditRecord
@@ -43,8 +43,23 @@ class AuditLog:
         actor: str | None = None,
         action: str | None = None,
         target: str | None = None,
+        model: str | None = None,
+        before: int | None = None,
     ) -> list[AuditRecord]:
+        """Newest first. ``model``: events whose target is the model (``NAME``), one of its versions
+        (``NAME/...``) or aliases (``NAME@...``). ``before``: events with a smaller id (the next page
+        after the oldest one seen)."""
         query = select(AuditRow).order_by(AuditRow.id.desc()).limit(limit)
+        if model:
+            query = query.where(
+                or_(
+                    AuditRow.target == model,
+                    AuditRow.target.startswith(f"{model}/", autoescape=True),
+                    AuditRow.target.startswith(f"{model}@", autoescape=True),
+                )
+            )
+        if before is not None:
+            query = query.where(AuditRow.id < before)
         if actor:
             query = query.where(AuditRow.actor == actor)
         if action:

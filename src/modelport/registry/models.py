@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import delete, select, update
@@ -146,9 +146,16 @@ class ModelVersions:
             announce(s, ChangeKind.VERSION_STATE, model, version)
             return version_record(model, row)
 
-    def set_version_config(self, model: str, version: int, config: dict[str, Any]) -> VersionRecord:
+    def set_version_config(
+        self, model: str, version: int, config: dict[str, Any] | Callable[[dict[str, Any]], dict[str, Any]]
+    ) -> VersionRecord:
+        """Replace the version's serving config, or apply ``config(current)`` to it (a merge) in the same
+        transaction, the row locked, so concurrent merges never lose one another's keys."""
         with self.db.tx() as s:
             row = version_row(s, model, version)
+            if callable(config):
+                s.refresh(row, with_for_update=True)
+                config = config(dict(row.config or {}))
             row.config = config or None
             s.flush()
             announce(s, ChangeKind.VERSION_CONFIG, model, version)

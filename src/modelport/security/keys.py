@@ -1,12 +1,21 @@
-"""API keys: random secrets shown once, stored as sha256 digests, carrying scopes."""
+"""API keys: random secrets shown once, stored as sha256 digests, carrying scopes.
+
+The bootstrap admin key exists so that a new server can be administered at all: it is created only
+when no active admin key exists (first start, or after the last one was revoked with ``force``), and
+that creation is audited (``key.bootstrap``). A configured (``MODELPORT_ADMIN_KEY``) or file
+(``admin.key``) key that was revoked stays revoked across restarts.
+"""
 
 from __future__ import annotations
 
 import fnmatch
 import hashlib
+import itertools
+import logging
 import os
 import re
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -16,9 +25,11 @@ from modelport.errors import Forbidden, InvalidInput, NotFound, Unauthenticated
 from modelport.names import check_name
 from modelport.registry import KeyRecord, Registry
 
+log = logging.getLogger("modelport.keys")
 KEY_PREFIX = "mp_"
 MODEL_GLOB = re.compile(r"^[a-z0-9_*?-]{1,63}$")
 ADMIN_KEY_NAME = "admin"
+SYSTEM_ACTOR = "modelport"  # the actor of what the server does by itself, in the audit log
 
 
 class Scope(StrEnum):
@@ -111,14 +122,17 @@ class KeyService:
         )
         details = {
             "scopes": sorted(s.value for s in parsed),
-            "expires_at": expires_at and expires_at.isoformat(),
+            "expires_at": expires_at and rfc3339(expires_at),
         }
         self.registry.audit.record(actor=by, action="key.create", target=name, details=details)
         return record, secret
 
-    def revoke(self, name: str, *, by: str) -> KeyRecord:
-        record = self.registry.keys.revoke(name)
-        self.registry.audit.record(actor=by, action="key.revoke", target=name)
+    def revoke(self, name: str, *, by: str, force: bool = False) -> KeyRecord:
+        """Revoke ``name``; the last active admin key only with ``force`` (Conflict otherwise)."""
+        record = self.registry.keys.revoke(name, allow_last_admin=force)
+        self.registry.audit.record(
+            actor=by, action="key.revoke", target=name, details={"forced": True} if force else None
+        )
         return record
 
     def authenticate(self, secret: str | None) -> Principal:
@@ -133,19 +147,82 @@ class KeyService:
         return who
 
     def bootstrap_admin(self, data_dir: Path, configured: str | None) -> str | None:
-        """Make sure an admin key exists. Returns the secret when it was generated now (print it once)."""
+        """Create a bootstrap admin key when no active admin key exists at all; returns the secret when
+        it was generated now (print it once; it is also written to ``<data_dir>/admin.key``).
+
+        Its secret is the configured one, else the one in ``admin.key``, unless that key is already
+        known here (revoked or expired: it stays so, with a warning) or there is none: then a new one
+        is generated. While an active admin key exists nothing is created or changed."""
         key_file = data_dir / "admin.key"
+        source, secret = "MODELPORT_ADMIN_KEY", configured
+        if not secret and key_file.exists():
+            source, secret = "admin.key", key_file.read_text().strip()
+        known = self.registry.keys.find_by_hash(hash_key(secret)) if secret else None
+        if known is not None and known.revoked_at is not None:
+            log.warning(
+                "the admin key from %s (key %r) was revoked at %s and stays revoked",
+                source,
+                known.name,
+                rfc3339(known.revoked_at),
+            )
+        if self.registry.keys.active_admins():
+            if secret and known is None:
+                log.warning(
+                    "the admin key from %s is not a key of this server and was not installed, because "
+                    "active admin keys exist: create admin keys with POST /api/v1/keys",
+                    source,
+                )
+            return None
         generated = None
-        if configured:
-            secret = configured
-        elif key_file.exists():
-            secret = key_file.read_text().strip()
-        else:
+        if not secret or known is not None:  # none yet, or that one was revoked, expired or not admin
             secret = generated = new_secret()
-            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(secret + "\n")
-        self.registry.keys.upsert(
-            ADMIN_KEY_NAME, key_hash=hash_key(secret), prefix=secret[:8], scopes=[Scope.ADMIN.value]
+            _write_private(key_file, secret)
+            if known is not None:
+                log.warning(
+                    "the admin key from %s is revoked, expired or not an admin key: a new one was "
+                    "generated and written to %s",
+                    source,
+                    key_file,
+                )
+            source = "generated"
+        taken = {k.name for k in self.registry.keys.all()}
+        name = next(n for n in _admin_names() if n not in taken)
+        self.registry.keys.create(
+            name, key_hash=hash_key(secret), prefix=secret[:8], scopes=[Scope.ADMIN.value]
         )
+        self.registry.audit.record(
+            actor=SYSTEM_ACTOR,
+            action="key.bootstrap",
+            target=name,
+            details={"source": source, "reason": "no active admin key"},
+        )
+        # the first start does this as a matter of course; later, every admin key was revoked or expired
+        level = logging.WARNING if taken else logging.INFO
+        log.log(level, "no active admin key: created the bootstrap admin key %r (from %s)", name, source)
         return generated
+
+
+def _admin_names() -> Iterator[str]:
+    yield ADMIN_KEY_NAME
+    for n in itertools.count(2):
+        yield f"{ADMIN_KEY_NAME}-{n}"
+
+
+def _write_private(path: Path, secret: str) -> None:
+    """Write ``secret`` to ``path`` (mode 0600, replacing it atomically)."""
+    temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(secret + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def rfc3339(moment: datetime) -> str:
+    """A timestamp as the API writes them: RFC 3339 in UTC with ``Z``."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")

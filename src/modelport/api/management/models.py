@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends
 from starlette.responses import Response
 
 from modelport.api.management.context import Context, Model
+from modelport.api.management.routing import management_router
 from modelport.api.management.schemas import (
     AliasOut,
     CreateModel,
@@ -17,12 +18,13 @@ from modelport.api.management.schemas import (
     ModelSummaryOut,
     VersionOut,
 )
+from modelport.api.openapi import errors
 from modelport.names import check_name
 from modelport.security.keys import Principal, Scope
 
 
 def build_router(ctx: Context) -> APIRouter:
-    router = APIRouter(tags=["models"])
+    router = management_router(tags=["models"])
     registry = ctx.registry
     Reader = Annotated[Principal, Depends(ctx.auth.dependency(Scope.READ))]
     Writer = Annotated[Principal, Depends(ctx.auth.dependency(Scope.WRITE))]
@@ -43,7 +45,7 @@ def build_router(ctx: Context) -> APIRouter:
             )
         return out
 
-    @router.post("/models", status_code=201)
+    @router.post("/models", status_code=201, responses=errors(409))
     def create_model(who: Writer, body: CreateModel) -> ModelOut:
         check_name(body.name)
         who.require_model(body.name)

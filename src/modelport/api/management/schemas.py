@@ -1,16 +1,24 @@
 """The management API's request and response bodies, documented in ``/openapi.json``.
 
-Responses are built from registry records with ``of``; their JSON is what the SDK and CLI read: timestamps
-as ISO 8601 strings with their offset (pydantic's form: ``2025-01-31T12:00:00.123456Z`` in UTC), ``error``
-only on versions that have one.
+Requests refuse unknown fields (a typo is a 400 naming it, never a silently ignored key). Responses
+are built from registry records with ``of``; their JSON is what the SDK and CLI read: timestamps in
+RFC 3339, in UTC with ``Z`` (``2025-01-31T12:00:00.123456Z``) whatever the database hands back,
+``error`` only on versions that have one.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
 
 from modelport.limits import BATCH_DELAY_LIMIT_MS, BATCH_SIZE_LIMIT, MAX_VERSION, QUEUE_LIMIT
 from modelport.registry import (
@@ -24,26 +32,39 @@ from modelport.registry import (
 )
 
 MAX_RATE_LIMIT = 1_000_000.0  # requests per second
+# every timestamp the API writes: in UTC, so that it is written with "Z"
+Timestamp = Annotated[datetime, AfterValidator(lambda moment: moment.astimezone(UTC))]
+
+
+class Strict(BaseModel):
+    """A request body: unknown fields are refused."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 # ---- requests ------------------------------------------------------------------------------------------
-class CreateModel(BaseModel):
+class CreateModel(Strict):
     name: str
     description: str = Field("", max_length=2000)
 
 
-class SetAlias(BaseModel):
-    version: int = Field(ge=1, le=MAX_VERSION)
+class SetAlias(Strict):
+    """Exactly one of ``version`` (a number) or ``alias`` (another alias of the same model: promote
+    the version it points at)."""
+
+    version: int | None = Field(None, ge=1, le=MAX_VERSION)
+    alias: str | None = Field(None, description="another alias of the model, e.g. staging")
 
 
-class BatchingConfig(BaseModel):
+class BatchingConfig(Strict):
     max_batch_size: int | None = Field(None, ge=1, le=BATCH_SIZE_LIMIT)
     max_delay_ms: float | None = Field(None, ge=0, le=BATCH_DELAY_LIMIT_MS)
     max_queue: int | None = Field(None, ge=1, le=QUEUE_LIMIT)
 
 
-class VersionConfig(BaseModel):
-    """Serving settings of a version (not part of its immutable artifact)."""
+class VersionConfig(Strict):
+    """Serving settings of a version (not part of its immutable artifact). A setting left out (or
+    null) uses the server's default."""
 
     batching: BatchingConfig = BatchingConfig()
 
@@ -52,7 +73,33 @@ class VersionConfig(BaseModel):
         return {"batching": batching} if batching else {}
 
 
-class CreateKey(BaseModel):
+class VersionConfigPatch(Strict):
+    """A change to a version's serving settings (JSON merge patch, RFC 7386): only the settings given
+    change; null removes one (back to the server's default); ``"batching": null`` removes them all."""
+
+    batching: BatchingConfig | None = None
+
+    def applied_to(self, config: dict[str, Any]) -> dict[str, Any]:
+        return merge_patch(config, self.model_dump(exclude_unset=True))
+
+
+def merge_patch(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """RFC 7386 on objects: keys of ``patch`` replace (objects merge), null removes; empty objects go."""
+    out = dict(target)
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict):
+            current = out.get(key)
+            out[key] = merge_patch(current if isinstance(current, dict) else {}, value)
+            if not out[key]:
+                del out[key]
+        else:
+            out[key] = value
+    return out
+
+
+class CreateKey(Strict):
     name: str
     scopes: list[str] = Field(min_length=1)
     expires_at: datetime | None = None
@@ -76,7 +123,7 @@ class VersionOut(BaseModel):
     framework: str | None
     signature: dict[str, Any] | None
     files: list[FileOut]
-    created_at: datetime
+    created_at: Timestamp
     created_by: str
     config: dict[str, Any]
     metadata: dict[str, Any] = Field(
@@ -112,10 +159,18 @@ class VersionOut(BaseModel):
         return out
 
 
+class PushedVersionOut(VersionOut):
+    """The answer to a push: the new version, and which versions already had the same bytes."""
+
+    same_sha256_as: list[int] = Field(
+        description="other versions of this model whose artifact has the same sha256 (the push is kept)"
+    )
+
+
 class AliasOut(BaseModel):
     alias: str
     version: int
-    updated_at: datetime
+    updated_at: Timestamp
     updated_by: str
 
     @classmethod
@@ -126,7 +181,7 @@ class AliasOut(BaseModel):
 class HistoryOut(BaseModel):
     version: int
     action: str
-    at: datetime
+    at: Timestamp
     by: str
 
     @classmethod
@@ -137,7 +192,7 @@ class HistoryOut(BaseModel):
 class ModelOut(BaseModel):
     name: str
     description: str
-    created_at: datetime
+    created_at: Timestamp
     created_by: str
 
     @classmethod
@@ -161,9 +216,9 @@ class KeyOut(BaseModel):
     name: str
     prefix: str
     scopes: list[str]
-    created_at: datetime
-    revoked_at: datetime | None
-    expires_at: datetime | None
+    created_at: Timestamp
+    revoked_at: Timestamp | None
+    expires_at: Timestamp | None
     models: str | None
     rate_limit: float | None
 
@@ -187,7 +242,7 @@ class KeyCreatedOut(KeyOut):
 
 class AuditOut(BaseModel):
     id: int
-    at: datetime
+    at: Timestamp
     actor: str
     action: str
     target: str
