@@ -223,10 +223,7 @@ class ModelRepository:
                 max_bytes=limits.archive_max_bytes,
             )
         else:
-            # only the base name of a client's file name is used, and only inside the private staging dir
-            name = PurePosixPath(filename.replace("\\", "/")).name if filename else ""
-            name = name if name not in ("", ".", "..") else "model"
-            os.replace(upload.path, staging / name)
+            os.replace(upload.path, staging / safe_file_name(filename))
         files = sorted(p for p in staging.rglob("*") if p.is_file())
         if not limits.allow_pickle:
             for path in files:
@@ -359,6 +356,16 @@ class ModelRepository:
         for record in pending:
             self.check(record)
         return {"orphans": orphans, "rechecked": len(pending)}
+
+
+def safe_file_name(filename: str | None) -> str:
+    """The base name of a client's file name, usable on any filesystem: no directories, no control
+    characters, at most 200 bytes of UTF-8; ``model`` when nothing usable is left."""
+    name = PurePosixPath((filename or "").replace("\\", "/")).name
+    name = "".join(c for c in name if c.isprintable())
+    while len(name.encode()) > 200:
+        name = name[:-1]
+    return name if name not in ("", ".", "..") else "model"
 
 
 def smoke_test(loaded: LoadedVersion) -> None:

@@ -191,9 +191,16 @@ def test_dns_rebinding_is_refused_on_management_routes(tmp_path: Path) -> None:
         r = client.delete("/api/v1/models/x", headers={"Origin": "http://evil.example"})
         assert r.status_code == 403 and "origin" in r.json()["error"]["message"]
         assert client.get("/api/v1/models", headers={"Origin": "http://127.0.0.1:8080"}).status_code == 200
+        # a sandboxed frame of any site sends Origin: null, and a text/plain body needs no preflight
+        r = client.post(
+            "/api/v1/models",
+            content=b'{"name": "csrf"}',
+            headers={"Origin": "null", "Content-Type": "text/plain"},
+        )
+        assert r.status_code == 403 and "null" in r.json()["error"]["message"]
         assert client.get("/v2/health/live", headers={"Host": "evil.example"}).status_code == 200  # probes
         denied = client.get("/api/v1/audit", params={"action": "auth.denied"}).json()
-        assert len(denied) == 2
+        assert len(denied) == 3
     services.close()
     services = build_services(Settings(data_dir=tmp_path / "e", auth=False, allowed_hosts=["*"]))
     with TestClient(build_app(services)) as client:

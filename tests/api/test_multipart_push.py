@@ -109,3 +109,25 @@ def test_parser_refuses_endless_part_headers() -> None:
     parts.feed(b"--b\r\nContent-Disposition: form-data; name=file; filename=x\r\n")
     with pytest.raises(InvalidInput, match="headers"):
         parts.feed(b"X-Pad: " + b"a" * 20_000)
+
+
+def test_bytes_outside_the_parts_are_bounded(api: TestClient, artifacts: dict[str, Path]) -> None:
+    data = artifacts["iris.skops"].read_bytes()
+    part = b'--b\r\nContent-Disposition: form-data; name="file"; filename="m.skops"\r\n\r\n' + data
+    for body in (
+        b"x" * 100_000 + b"\r\n" + part + b"\r\n--b--\r\n",
+        part + b"\r\n--b--\r\n" + b"y" * 100_000,
+    ):
+        r = api.post(URL, content=body, headers={"Content-Type": "multipart/form-data; boundary=b"})
+        assert r.status_code == 400 and "outside its parts" in r.json()["error"]["message"], r.text
+    assert versions(api) == []
+
+
+@pytest.mark.parametrize("name", ["a\x00b.skops", "é" * 200 + ".skops", "../../etc/passwd"])
+def test_any_client_file_name_is_stored_safely(
+    api: TestClient, artifacts: dict[str, Path], name: str
+) -> None:
+    r = api.post(URL, files={"file": (name, artifacts["iris.skops"].read_bytes())})
+    assert r.status_code == 201, r.text
+    (stored,) = r.json()["files"]
+    assert "/" not in stored["path"] and "\x00" not in stored["path"] and len(stored["path"].encode()) <= 200

@@ -287,3 +287,8 @@ def test_concurrent_config_merges_keep_every_key(registry: Registry) -> None:
         t.join()
     assert not errors
     assert registry.models.get_version("iris", 1).config == {"a": 9, "b": 9, "c": 9}
+
+
+def test_a_reader_ahead_of_the_feed_reloads_everything(registry: Registry) -> None:
+    add(registry)
+    assert registry.changes.since(registry.changes.head() + 5) is None  # e.g. the database was restored

@@ -46,9 +46,11 @@ class Authenticator:
         self.keys = keys
         self.enabled = enabled
         self._cache: dict[str, Principal] = {}
+        self._generation = 0  # moves on each forget: a lookup that raced one is not cached
         self._limits = RateLimiter()
 
     def forget(self) -> None:
+        self._generation += 1
         self._cache.clear()
 
     @staticmethod
@@ -61,8 +63,9 @@ class Authenticator:
         return None if who is None or who.expired() else who
 
     def _lookup(self, token: str | None) -> Principal:
+        generation = self._generation
         who = self.keys.authenticate(token)
-        if token is not None:
+        if token is not None and generation == self._generation:
             if len(self._cache) >= MAX_CACHED_KEYS:
                 self._cache.clear()
             self._cache[token] = who

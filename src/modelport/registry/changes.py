@@ -38,11 +38,13 @@ class ChangeFeed:
             return int(s.scalar(select(CounterRow.value).where(CounterRow.name == "changes")) or 0)
 
     def since(self, seq: int, limit: int = 1000) -> list[ChangeRecord] | None:
-        """Changes after ``seq``, oldest first; ``None`` when some were already pruned (reload all)."""
+        """Changes after ``seq``, oldest first; ``None`` when the reader cannot follow (some were pruned,
+        or the registry is behind it after a restore): reload everything."""
         with self.db.tx() as s:
+            head = int(s.scalar(select(CounterRow.value).where(CounterRow.name == "changes")) or 0)
             rows = s.scalars(
                 select(ChangeRow).where(ChangeRow.seq > seq).order_by(ChangeRow.seq).limit(limit)
             ).all()
-        if rows and rows[0].seq != seq + 1:
+        if (rows and rows[0].seq != seq + 1) or seq > head:  # pruned past us, or a database reset
             return None
         return [ChangeRecord(r.seq, as_utc(r.at), ChangeKind(r.kind), r.model, r.version) for r in rows]

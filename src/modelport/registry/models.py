@@ -165,6 +165,7 @@ class ModelVersions:
         """Merge ``facts`` into the version's metadata (top-level keys replace earlier ones)."""
         with self.db.tx() as s:
             row = version_row(s, model, version)
+            s.refresh(row, with_for_update=True)  # concurrent merges must not drop each other's keys
             row.meta = {**(row.meta or {}), **facts}
             s.flush()
             return version_record(model, row)

@@ -201,10 +201,6 @@ class RuntimeBase:
         return None
 
 
-def can(runtime: type[Runtime] | Runtime, task: Task) -> bool:
-    return task in runtime.capabilities.tasks
-
-
 def find_model_file(artifact_dir: Path, runtime: type[Runtime]) -> Path:
     """The one file in ``artifact_dir`` that ``runtime`` recognises."""
     matches = [p for p in sorted(artifact_dir.rglob("*")) if p.is_file() and runtime.recognise(p)]

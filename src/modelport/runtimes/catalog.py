@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from importlib.metadata import entry_points
 from pathlib import Path
 
 from modelport.constants import SAFE_FORMATS
 from modelport.errors import InvalidInput, UnsupportedFormat
-from modelport.runtimes.base import Runtime
+from modelport.runtimes.base import Capabilities, Runtime
 
+log = logging.getLogger("modelport.runtimes")
 ENTRY_POINT_GROUP = "modelport.runtimes"
 
 
@@ -24,9 +26,13 @@ class RuntimeCatalog:
             if ep.name == "pickle" and not allow_pickle:
                 continue
             try:
-                found[ep.name] = ep.load()
+                runtime = ep.load()
             except ImportError:
                 continue  # the framework's optional dependency is not installed
+            if not isinstance(getattr(runtime, "capabilities", None), Capabilities):
+                log.warning("runtime %r declares no Capabilities (runtime seam v2): not used", ep.name)
+                continue
+            found[ep.name] = runtime
         return cls(found)
 
     def get(self, framework: str) -> type[Runtime]:

@@ -31,7 +31,8 @@ def check_host(host: str | None, origin: str | None, allowed: frozenset[str] | N
         return
     if host is not None and _hostname(host) not in allowed:
         raise Forbidden(f"host {_hostname(host)!r} is not allowed; add it to MODELPORT_ALLOWED_HOSTS")
-    if origin is not None and origin != "null":
-        origin_host = (urlsplit(origin).hostname or "").lower()
+    if origin is not None:
+        # "null" is what sandboxed frames and some redirects send: a page of unknown origin
+        origin_host = "null" if origin == "null" else (urlsplit(origin).hostname or "").lower()
         if origin_host not in allowed:
             raise Forbidden(f"origin {origin_host!r} is not allowed; add it to MODELPORT_ALLOWED_HOSTS")

@@ -29,7 +29,7 @@ from modelport.registry import (
     VersionState,
 )
 from modelport.runtimes.base import Signature, Tensors
-from modelport.serving.cache import ModelCache, ServedVersion
+from modelport.serving.cache import ModelCache
 from modelport.serving.datatypes import numpy_dtype
 from modelport.serving.observers import Observers
 from modelport.serving.router import Router
@@ -60,6 +60,7 @@ class DataPlane:
         self.request_timeout = request_timeout
         self.on_keys_changed: list[Callable[[], None]] = []
         self._seen = registry.changes.head()
+        self._readable: set[str] = set()  # blobs this process has proven it can read
         self._reconcile_lock = threading.Lock()
 
     # ---- resolution (blocking: registry reads) -------------------------------------------------
@@ -90,8 +91,9 @@ class DataPlane:
         """Loaded here, or its files can be read back from the store now (without loading them)."""
         if self.cache.peek((record.model, record.version)) is not None:
             return
-        for sha in {entry.sha256 for entry in record.manifest}:
+        for sha in {entry.sha256 for entry in record.manifest} - self._readable:
             self.cache.repository.store.readable(sha)
+            self._readable.add(sha)  # the key cannot change under a running process
 
     # ---- inference ----------------------------------------------------------------------------
     async def predict(
@@ -126,9 +128,6 @@ class DataPlane:
         except Exception as exc:
             raise InferenceFailed(f"{record.framework} failed to predict: {type(exc).__name__}") from None
         return Prediction(record, prepared, result)
-
-    def served(self, record: VersionRecord) -> ServedVersion:
-        return self.cache.get(record)
 
     def evict(self, model: str, version: int | None = None) -> None:
         """Unload from this process only (the next request loads again)."""
@@ -185,17 +184,18 @@ class DataPlane:
         if any(c.kind is ChangeKind.KEY_CHANGED for c in changes):
             self._keys_changed()
         touched = {c.model for c in changes if c.model is not None}
+        evicted = [(c.model, c.version) for c in changes if c.kind in EVICTING and c.model is not None]
+        for model, _version in evicted:  # first: no new request may reach a version being evicted
+            self.router.invalidate(model)
+        self.router.refresh(touched, self.cache.get)  # new targets loaded before routes switch to them
+        for model, version in evicted:
+            self.cache.evict(model, version)
         for change in changes:
-            if change.model is None:
-                continue
-            if change.kind in EVICTING:
-                self.cache.evict(change.model, change.version)
-            elif change.kind is ChangeKind.VERSION_CONFIG and change.version is not None:
+            if change.kind is ChangeKind.VERSION_CONFIG and change.model and change.version is not None:
                 try:
                     self.cache.reconfigure(self.registry.models.get_version(change.model, change.version))
                 except ModelportError:
                     continue  # deleted since; a later change evicts it
-        self.router.refresh(touched, self.cache.get)
 
     def _apply_all(self) -> None:
         self._keys_changed()

@@ -35,6 +35,9 @@ def boundary_of(content_type: str) -> bytes:
     return boundary.encode()
 
 
+MAX_ENVELOPE = 64 * 1024
+
+
 class _State(Enum):
     PREAMBLE = auto()
     AFTER_BOUNDARY = auto()
@@ -54,6 +57,7 @@ class SingleFileParts:
         self.files = 0
         self._state = _State.PREAMBLE
         self._buffer = b"\r\n"  # the first boundary has no CRLF before it: add one, match one way
+        self._outside = 0  # bytes of preamble and epilogue: bounded, since they are not the upload
 
     def feed(self, chunk: bytes) -> None:
         self._buffer += chunk
@@ -71,13 +75,14 @@ class SingleFileParts:
         """Consume what the buffer allows in the current state; True when the state moved on."""
         state, buffer = self._state, self._buffer
         if state is _State.END:
-            self._buffer = b""  # the epilogue is ignored
+            self._discard(len(buffer))  # the epilogue is ignored, up to a bound
+            self._buffer = b""
             return False
         if state is _State.AFTER_BOUNDARY:
             if len(buffer) < 2:
                 return False
             if buffer.startswith(b"--"):
-                self._state, self._buffer = _State.END, b""
+                self._state, self._buffer = _State.END, buffer[2:]
             elif buffer.startswith(b"\r\n"):
                 self._state, self._buffer = _State.HEADERS, buffer[2:]
             else:
@@ -97,12 +102,21 @@ class SingleFileParts:
             keep = len(self.delimiter) - 1  # a boundary may straddle two chunks
             if state is _State.CONTENT and len(buffer) > keep:
                 self.sink(buffer[:-keep])
+            elif state is _State.PREAMBLE:
+                self._discard(max(0, len(buffer) - keep))
             self._buffer = buffer[-keep:]
             return False
         if state is _State.CONTENT:
             self.sink(buffer[:at])
+        else:
+            self._discard(at)
         self._state, self._buffer = _State.AFTER_BOUNDARY, buffer[at + len(self.delimiter) :]
         return True
+
+    def _discard(self, count: int) -> None:
+        self._outside += count
+        if self._outside > MAX_ENVELOPE:
+            raise InvalidInput(f"the multipart body carries over {MAX_ENVELOPE} bytes outside its parts")
 
     def _part(self, raw_headers: bytes) -> None:
         headers = email.message.Message()
