@@ -48,7 +48,7 @@ def _decompressed_head(path: Path, head: bytes) -> bytes | None:
                 return x.read(512)
         if head[:1] == b"\x78" and head[1:2] in (b"\x01", b"\x5e", b"\x9c", b"\xda"):
             with path.open("rb") as f:  # only the head: the upload may be gigabytes
-                return zlib.decompressobj().decompress(f.read(65536))[:512]
+                return zlib.decompressobj().decompress(f.read(65536), 512)  # bounded output
     except (OSError, EOFError, zlib.error, lzma.LZMAError):
         return None
     return None
