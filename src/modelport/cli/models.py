@@ -308,7 +308,7 @@ def models_load(
     ca_file: CaFileOpt = None,
     insecure: InsecureOpt = False,
 ) -> None:
-    """Load the model's serving version into memory now, rather than on its first request."""
+    """Put an unloaded model back in service and load its serving version now, on every server process."""
     with connect(url, api_key, ca_file, insecure) as client:
         client.load_model(name)
     say(f"loaded {name}")
@@ -322,7 +322,8 @@ def models_unload(
     ca_file: CaFileOpt = None,
     insecure: InsecureOpt = False,
 ) -> None:
-    """Free the model's memory; its next request loads it again."""
+    """Take the model out of service on every server process (its requests answer 503) and free its
+    memory, until `models load`."""
     with connect(url, api_key, ca_file, insecure) as client:
         client.unload_model(name)
     say(f"unloaded {name}")
