@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 from modelport.server import build_app
 from tests.conftest import AUTH, make_services, push
+from tests.huge import BEYOND_64_BITS, is_huge
 
-BEYOND_64_BITS = 2**64
 ROW = {"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64", "data": [5.1, 3.5, 1.4, 0.2]}]}
 VALID_PATH = {"model": "iris", "alias": "production", "version": "1"}
 # A valid body for each JSON request schema: the fuzz changes one number in it at a time.
@@ -44,16 +44,6 @@ huge_integers = st.one_of(
 # ...and, in a path, digits that are not ASCII ones (str.isdigit() accepts them, int() may not)
 odd_digits = st.text(alphabet="²³¹٣੫", min_size=1, max_size=30)
 path_values = st.one_of(huge_integers, odd_digits)
-
-
-def is_huge(value: object) -> bool:
-    """An integer (or its decimal text) of magnitude 2**64 or more; int() is not used on long text,
-    which Python refuses beyond 4300 digits."""
-    digits = str(value).removeprefix("-")
-    if not (digits.isascii() and digits.isdigit()):
-        return False
-    digits = digits.lstrip("0")
-    return len(digits) > 20 or int(digits or "0") >= BEYOND_64_BITS
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from modelport.server import build_app
 from tests import fixtures
 from tests.conftest import ADMIN_KEY, make_services
+from tests.huge import BEYOND_64_BITS, is_huge
 
 # schemathesis reads the schema when the module is collected, so the server is built here.
 _ROOT = Path(tempfile.mkdtemp(prefix="modelport-fuzz-"))
@@ -29,7 +30,6 @@ _SERVICES.repository.push_bytes(
 )
 _SERVICES.repository.promote("iris", "production", 1, by="fuzz")
 schema = schemathesis.openapi.from_asgi("/openapi.json", build_app(_SERVICES))
-BEYOND_64_BITS = 2**64
 huge_versions = st.one_of(
     st.integers(min_value=BEYOND_64_BITS, max_value=10**40),
     st.integers(min_value=-(10**40), max_value=-BEYOND_64_BITS),
@@ -40,16 +40,6 @@ VERSIONED = [
     for item in schema.get_all_operations()
     if (operation := item.ok()).path_parameters.get("version") is not None
 ]
-
-
-def is_huge(value: object) -> bool:
-    """An integer (or its decimal text) of magnitude 2**64 or more; int() is not used on long text,
-    which Python refuses beyond 4300 digits."""
-    digits = str(value).removeprefix("-")
-    if not (digits.isascii() and digits.isdigit()):
-        return False
-    digits = digits.lstrip("0")
-    return len(digits) > 20 or int(digits or "0") >= BEYOND_64_BITS
 
 
 @schema.hook

@@ -186,7 +186,7 @@ class HistoryOut(BaseModel):
 
     @classmethod
     def of(cls, h: HistoryRecord) -> HistoryOut:
-        return cls(version=h.version, action=h.action, at=h.at, by=h.by)
+        return cls.model_validate(h, from_attributes=True)
 
 
 class ModelOut(BaseModel):
@@ -197,7 +197,7 @@ class ModelOut(BaseModel):
 
     @classmethod
     def of(cls, m: ModelRecord) -> ModelOut:
-        return cls(name=m.name, description=m.description, created_at=m.created_at, created_by=m.created_by)
+        return cls.model_validate(m, from_attributes=True)
 
 
 class ModelSummaryOut(ModelOut):
