@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris
 
-from modelport.runtimes.base import Batching, Capabilities, MemoryUse, Placement, RuntimeBase
+from modelport.runtimes.base import Batching, Capabilities, LoadOptions, MemoryUse, Placement, RuntimeBase
 
 IRIS_X, IRIS_Y = load_iris(return_X_y=True)
 CANCER_X, CANCER_Y = load_breast_cancer(return_X_y=True)
@@ -119,7 +119,7 @@ class FakeRuntime(RuntimeBase):
         with path.open("rb") as f:
             return f.read(len(cls.MAGIC)) == cls.MAGIC
 
-    def load(self, artifact_dir: Path, device: str = "cpu") -> None:
+    def load(self, artifact_dir: Path, options: LoadOptions) -> None:
         import json
 
         (path,) = [p for p in artifact_dir.rglob("*") if p.is_file() and self.recognise(p)]
@@ -232,9 +232,9 @@ class FakeGpuRuntime(FakeRuntime):
     capabilities = Capabilities(devices=("cuda",))
     devices: list[str] = []  # noqa: RUF012
 
-    def load(self, artifact_dir: Path, device: str = "cpu") -> None:
-        super().load(artifact_dir, device)
-        FakeGpuRuntime.devices.append(device)
+    def load(self, artifact_dir: Path, options: LoadOptions) -> None:
+        super().load(artifact_dir, options)
+        FakeGpuRuntime.devices.append(options.device)
 
     def memory(self) -> MemoryUse:
         return MemoryUse(host=0, gpu=int(self.config.get("gpu_mb", 0) * 1024 * 1024))

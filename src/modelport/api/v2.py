@@ -71,6 +71,7 @@ def build_app(dataplane: DataPlane, handler: InferenceHandler) -> FastAPI:
                 "parameters": {
                     "model_version": str(record.version),
                     **dataplane.cache.policy_for(record).as_dict(),
+                    **dataplane.cache.placement(record),
                 },
             }
         )

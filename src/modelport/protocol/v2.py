@@ -15,7 +15,7 @@ import numpy as np
 import orjson
 
 from modelport.errors import InferenceFailed, InvalidInput
-from modelport.serving.datatypes import numpy_dtype, v2_datatype
+from modelport.serving.datatypes import WIRE_ITEMSIZE, bf16_to_float32, numpy_dtype, v2_datatype
 
 HEADER_LENGTH = "inference-header-content-length"
 MAX_DIMS = 8
@@ -183,9 +183,12 @@ def decode_request(
             if datatype == "BYTES":
                 array = _decode_bytes_elements(chunk, count, name).reshape(shape)
             else:
-                if size != count * dtype.itemsize:
+                if size != count * WIRE_ITEMSIZE.get(datatype, dtype.itemsize):
                     raise _fail(f"input {name!r}: {size} bytes do not make shape {list(shape)} of {datatype}")
-                array = np.frombuffer(chunk, dtype=dtype).reshape(shape)
+                if datatype == "BF16":
+                    array = bf16_to_float32(chunk).reshape(shape)
+                else:
+                    array = np.frombuffer(chunk, dtype=dtype).reshape(shape)
         elif "data" in raw:
             array = _json_array(raw["data"], datatype, shape, name)
         else:

@@ -1,17 +1,19 @@
 """The Runtime seam: what a framework plugs in, and what it declares about itself.
 
-A runtime ``recognise``-s its format by content, ``load``-s a version onto a device, gives its
-``signature``, ``predict``-s on a batch of numpy arrays and reports the ``memory`` it holds. Its class
-declares ``capabilities``: what it can do (predict, stream, embed), where it must run (a thread, a worker
-process, a sandbox), how it is batched (rows, a token budget, not at all, or by its own scheduler) and
-which devices it can use. The serving engine reads only these declarations, never probes attributes.
+A runtime ``recognise``-s its format by content, ``vet``-s an artifact before it is stored (refusing what
+is unsafe or inconsistent), ``load``-s a version with its ``LoadOptions`` (device, dtype, task, threads),
+gives its ``signature``, ``predict``-s on a batch of numpy arrays and reports the ``memory`` it holds.
+Its class declares ``capabilities``: what it can do (predict, stream, embed), where it must run (a
+thread, a worker process, a sandbox), how it is batched (rows, a token budget, not at all, or by its own
+scheduler) and which devices it can use. The serving engine reads only these declarations, never
+probes attributes.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
@@ -116,6 +118,27 @@ class Capabilities:
     preload: tuple[str, ...] = ()  # modules a sandboxed worker imports before it confines itself
 
 
+DTYPES = ("float32", "float16", "bfloat16")
+DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How one version is loaded: chosen by the server from the version's config and its settings."""
+
+    device: str = "cpu"  # where it runs, resolved: "cpu", "cuda", "cuda:1" (one of capabilities.devices)
+    dtype: str | None = None  # float32 | float16 | bfloat16; None: the artifact's own (fp32 on CPU)
+    task: str | None = None  # e.g. "text-classification" for a transformers model; None: from the artifact
+    threads: int = 1  # intra-op compute threads the framework may use (torch's are per process)
+    # the version config's ``runtime`` object: settings only this runtime understands (and checks),
+    # e.g. {"pooling": "mean", "normalize": true, "max_new_tokens": 32} for a transformers model
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+
+def is_cuda(device: str) -> bool:
+    return device == "cuda" or device.startswith("cuda:")
+
+
 @dataclass(frozen=True)
 class MemoryUse:
     """Bytes a loaded version holds; the model cache charges them against its host and GPU budgets.
@@ -135,8 +158,13 @@ class Runtime(Protocol):
     def recognise(cls, path: Path) -> bool:
         """True when the file's content (never its name) is this framework's model format."""
 
-    def load(self, artifact_dir: Path, device: str) -> None:
-        """Load the version's files onto ``device`` (one of ``capabilities.devices``)."""
+    @classmethod
+    def vet(cls, artifact_dir: Path, options: LoadOptions) -> None:
+        """Before anything is stored: raise ``UnsafeFormat`` or ``InvalidInput`` for an artifact that must
+        be refused (code it would run, pickled weights, a signature that does not fit the program)."""
+
+    def load(self, artifact_dir: Path, options: LoadOptions) -> None:
+        """Load the version's files as ``options`` say (its device is one of ``capabilities.devices``)."""
 
     def signature(self) -> Signature: ...
 
@@ -194,6 +222,10 @@ class RuntimeBase:
     framework: ClassVar[str]
     capabilities: ClassVar[Capabilities] = Capabilities()
 
+    @classmethod
+    def vet(cls, artifact_dir: Path, options: LoadOptions) -> None:
+        return None
+
     def memory(self) -> MemoryUse:
         return MemoryUse()
 
@@ -226,6 +258,39 @@ def single_input(inputs: Tensors, spec: Signature) -> np.ndarray:
     if array.dtype.kind not in "biuf":
         raise InvalidInput(f"input {expected.name!r} must be numeric", field="inputs")
     return array
+
+
+def texts_of(inputs: Tensors, name: str) -> list[str]:
+    """A BYTES input of shape [n] or [n, 1] as n strings (JSON gives str, binary tensors give bytes)."""
+    if name not in inputs:
+        raise InvalidInput(f"expected an input named {name!r}", field="inputs")
+    array = inputs[name]
+    if array.ndim == 2 and array.shape[1] == 1:
+        array = array[:, 0]
+    if array.ndim != 1 or array.dtype != object:
+        raise InvalidInput(
+            f"input {name!r} must be BYTES of shape [-1] or [-1, 1], got {list(array.shape)}", field="inputs"
+        )
+    texts = []
+    for item in array:
+        if isinstance(item, bytes):
+            try:
+                item = item.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InvalidInput(
+                    f"input {name!r} holds bytes that are not UTF-8 text", field="inputs"
+                ) from None
+        elif not isinstance(item, str):
+            raise InvalidInput(f"input {name!r} must hold text", field="inputs")
+        texts.append(item)
+    return texts
+
+
+def text_array(texts: Sequence[str]) -> np.ndarray:
+    """Strings as a BYTES output (an object array of UTF-8 bytes)."""
+    out = np.empty(len(texts), dtype=object)
+    out[:] = [t.encode("utf-8") for t in texts]
+    return out
 
 
 def select(outputs: Tensors, wanted: Sequence[str] | None) -> Tensors:

@@ -54,6 +54,12 @@ class RuntimeCatalog:
             return framework
         matches = {name for name, rt in self.runtimes.items() for p in files if rt.recognise(p)}
         if not matches:
+            if any(p.name == "saved_model.pb" for p in files):
+                raise UnsupportedFormat(
+                    "TensorFlow SavedModels are not served (they need TensorFlow and can hold custom "
+                    "ops); save the model as Keras 3 (model.save('model.keras')) or convert it to ONNX "
+                    "(python -m tf2onnx.convert --saved-model DIR --output model.onnx) and push that"
+                )
             raise UnsupportedFormat(f"unrecognised model format; supported formats: {SAFE_FORMATS}")
         if len(matches) > 1:
             raise InvalidInput(

@@ -8,7 +8,7 @@ from typing import ClassVar
 import numpy as np
 
 from modelport.errors import LoadError
-from modelport.runtimes.base import BoosterRuntime, find_model_file, tabular_signature
+from modelport.runtimes.base import BoosterRuntime, LoadOptions, find_model_file, tabular_signature
 
 
 class LightGBMRuntime(BoosterRuntime):
@@ -19,7 +19,7 @@ class LightGBMRuntime(BoosterRuntime):
         with path.open("rb") as f:
             return f.read(16).startswith(b"tree\nversion=")
 
-    def load(self, artifact_dir: Path, device: str = "cpu") -> None:
+    def load(self, artifact_dir: Path, options: LoadOptions) -> None:
         import lightgbm
 
         path = find_model_file(artifact_dir, type(self))

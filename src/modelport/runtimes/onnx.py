@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from modelport.errors import InvalidInput, LoadError
-from modelport.runtimes.base import RuntimeBase, Signature, Tensors, TensorSpec, find_model_file
+from modelport.runtimes.base import LoadOptions, RuntimeBase, Signature, Tensors, TensorSpec, find_model_file
 
 _ORT_TYPES = {
     "tensor(bool)": "BOOL",
@@ -57,16 +57,18 @@ class OnnxRuntime(RuntimeBase):
             i += 1
         return i + 1 < len(head) and head[i + 1] in _MODEL_PROTO_FIELDS
 
-    def load(self, artifact_dir: Path, device: str = "cpu") -> None:
+    def load(self, artifact_dir: Path, options: LoadOptions) -> None:
         import onnxruntime as ort
 
         path = find_model_file(artifact_dir, type(self))
         _check_external_data(path, artifact_dir)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
+        session_options = ort.SessionOptions()
+        session_options.intra_op_num_threads = 1
+        session_options.inter_op_num_threads = 1
         try:
-            self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            self._session = ort.InferenceSession(
+                str(path), session_options, providers=["CPUExecutionProvider"]
+            )
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise LoadError(f"onnxruntime could not load the model: {_first_line(exc)}") from None
         inputs = tuple(_spec(i) for i in self._session.get_inputs())

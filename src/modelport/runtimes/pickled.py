@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from modelport.errors import LoadError
-from modelport.runtimes.base import Capabilities, Placement, find_model_file
+from modelport.runtimes.base import Capabilities, LoadOptions, Placement, find_model_file
 from modelport.runtimes.sandbox import SANDBOX_ENV
 from modelport.runtimes.sklearn import SklearnRuntime
 from modelport.storage.sniff import is_pickled
@@ -27,7 +27,7 @@ class PickleRuntime(SklearnRuntime):
     def recognise(cls, path: Path) -> bool:
         return is_pickled(path)
 
-    def load(self, artifact_dir: Path, device: str = "cpu") -> None:
+    def load(self, artifact_dir: Path, options: LoadOptions) -> None:
         if os.environ.get(SANDBOX_ENV) != "1":
             raise LoadError("pickled models load only inside the sandboxed worker process")
         import joblib

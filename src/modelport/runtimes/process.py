@@ -18,7 +18,15 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from modelport.errors import ERRORS_BY_CODE, LoadError, ModelportError
-from modelport.runtimes.base import Capabilities, MemoryUse, Placement, Runtime, Signature, Tensors
+from modelport.runtimes.base import (
+    Capabilities,
+    LoadOptions,
+    MemoryUse,
+    Placement,
+    Runtime,
+    Signature,
+    Tensors,
+)
 from modelport.runtimes.sandbox import SandboxLimits, confine, end_load_cpu_limit, preload
 from modelport.serving.memory import rss_bytes
 
@@ -30,7 +38,7 @@ def _child(
     module: str,
     qualname: str,
     artifact_dir: str,
-    device: str,
+    options: LoadOptions,
     sandbox: SandboxLimits | None,
 ) -> None:
     original = path = Path(artifact_dir)
@@ -41,7 +49,7 @@ def _child(
                 preload(cls.capabilities.preload)
                 path = confine(path, sandbox)
             runtime = cls()
-            runtime.load(path, device)
+            runtime.load(path, options)
             if sandbox is not None:
                 end_load_cpu_limit()
             conn.send(("ok", runtime.signature().as_dict()))
@@ -101,17 +109,21 @@ class ProcessRuntime:
     def recognise(cls, path: Path) -> bool:
         return False
 
+    @classmethod
+    def vet(cls, artifact_dir: Path, options: LoadOptions) -> None:
+        return None  # the wrapped runtime's own ``vet`` runs at push
+
     @property
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None else None
 
-    def load(self, artifact_dir: Path, device: str = "cpu") -> None:
+    def load(self, artifact_dir: Path, options: LoadOptions) -> None:
         ctx = multiprocessing.get_context("spawn")
         parent, child = ctx.Pipe()
         target = self._target
         self._process = ctx.Process(
             target=_child,
-            args=(child, target.__module__, target.__qualname__, str(artifact_dir), device, self._sandbox),
+            args=(child, target.__module__, target.__qualname__, str(artifact_dir), options, self._sandbox),
             name=f"modelport-{target.framework}",
             daemon=True,
         )

@@ -12,6 +12,7 @@ import numpy as np
 
 from modelport.errors import LoadError
 from modelport.runtimes.base import (
+    LoadOptions,
     RuntimeBase,
     Signature,
     Tensors,
@@ -65,7 +66,7 @@ class SklearnRuntime(RuntimeBase):
             return False
         return isinstance(schema, dict) and "protocol" in schema and "__class__" in schema
 
-    def load(self, artifact_dir: Path, device: str = "cpu") -> None:
+    def load(self, artifact_dir: Path, options: LoadOptions) -> None:
         import skops.io
 
         path = find_model_file(artifact_dir, type(self))

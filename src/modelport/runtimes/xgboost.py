@@ -9,7 +9,7 @@ from typing import ClassVar
 import numpy as np
 
 from modelport.errors import LoadError
-from modelport.runtimes.base import BoosterRuntime, find_model_file, tabular_signature
+from modelport.runtimes.base import BoosterRuntime, LoadOptions, find_model_file, tabular_signature
 
 
 class XGBoostRuntime(BoosterRuntime):
@@ -21,7 +21,7 @@ class XGBoostRuntime(BoosterRuntime):
             head = f.read(64).lstrip()
         return head.startswith(b"{") and b"learner" in head
 
-    def load(self, artifact_dir: Path, device: str = "cpu") -> None:
+    def load(self, artifact_dir: Path, options: LoadOptions) -> None:
         import xgboost
 
         path = find_model_file(artifact_dir, type(self))

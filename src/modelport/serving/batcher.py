@@ -3,9 +3,14 @@
 Batcher: requests queue per version (bounded). One batch runs at a time per version, in the executor,
 never on the event loop; while it runs, new requests accumulate, so batches grow with load and stay at
 one request when idle. A batch takes compatible requests (same trailing shapes, dtypes and requested
-outputs) from the queue, up to ``max_batch_size`` rows (or, for runtimes batched by a token budget, that
-many elements), waiting at most ``max_delay`` for more. Outputs are split back by row counts. When a
-merged batch fails, its requests are retried one by one, so one request's error never reaches another.
+outputs) from the queue, up to ``max_batch_size`` rows, waiting at most ``max_delay`` for more. Outputs
+are split back by row counts. When a merged batch fails, its requests are retried one by one, so one
+request's error never reaches another.
+
+Runtimes batched by a token budget (text models) also bound a batch by ``max_batch_tokens``, counted
+as the batch once padded: its rows times its longest row's tokens (estimated from text bytes, about four
+per token, or elements for numeric inputs). The oldest request always goes first and the batch is
+filled with the requests closest to it in length, so one long text does not pad a hundred short ones.
 
 DirectScheduler: for runtimes that must not be batched; each request is its own call, several at once.
 """
@@ -34,13 +39,15 @@ class BatchPolicy:
     max_batch_size: int = limits.MAX_BATCH_SIZE  # rows, or elements when ``tokens``
     max_delay: float = limits.MAX_BATCH_DELAY_MS / 1000  # seconds to wait for more once one is queued
     max_queue: int = limits.MAX_QUEUE  # requests waiting per version; beyond it, 503 + Retry-After
-    tokens: bool = False  # a batch's size is the elements of its inputs (a token budget), not its rows
+    max_batch_tokens: int = limits.MAX_BATCH_TOKENS  # for runtimes batched by a token budget
+    tokens: bool = False  # the runtime is batched by a token budget as well as rows
 
     def as_dict(self) -> dict[str, float | int]:
         return {
             "max_batch_size": self.max_batch_size,
             "max_delay_ms": self.max_delay * 1000,
             "max_queue": self.max_queue,
+            "max_batch_tokens": self.max_batch_tokens,
         }
 
 
@@ -49,7 +56,8 @@ class _Pending:
     inputs: Tensors
     outputs: tuple[str, ...] | None
     rows: int
-    cost: int  # what counts against max_batch_size: rows, or elements under a token budget
+    tokens: int  # what counts against max_batch_tokens (0 when the runtime is batched by rows only)
+    length: int  # tokens of its longest row: requests of similar length are batched together
     key: tuple[object, ...]
     future: asyncio.Future[Tensors]
     enqueued: float = field(default_factory=time.monotonic)
@@ -57,6 +65,24 @@ class _Pending:
 
 def batch_key(inputs: Tensors, outputs: tuple[str, ...] | None) -> tuple[object, ...]:
     return (tuple((n, a.dtype.str, a.shape[1:]) for n, a in sorted(inputs.items())), outputs)
+
+
+def text_tokens(item: object) -> int:
+    """Tokens of one text, estimated from its size: about four bytes per token, plus the special ones."""
+    return len(item) // 4 + 2 if isinstance(item, bytes | str) else 1
+
+
+def token_cost(inputs: Tensors, rows: int) -> tuple[int, int]:
+    """(tokens in all, tokens of the longest row) of a request: text estimated, numbers by element."""
+    total = longest = 0
+    for array in inputs.values():
+        if array.dtype == object:
+            per_row = [sum(text_tokens(x) for x in row.flat) for row in array.reshape(rows, -1)]
+        else:
+            per_row = [array.size // max(rows, 1)] * rows
+        total = max(total, sum(per_row))
+        longest = max(longest, max(per_row, default=0))
+    return total, longest
 
 
 def rows_of(inputs: Tensors) -> int:
@@ -140,8 +166,9 @@ class Batcher(_Scheduler):
         loop = asyncio.get_running_loop()
         wanted = tuple(outputs) if outputs is not None else None
         rows = rows_of(inputs)
-        cost = max(a.size for a in inputs.values()) if self.policy.tokens else rows
-        pending = _Pending(inputs, wanted, rows, cost, batch_key(inputs, wanted), loop.create_future())
+        tokens, length = token_cost(inputs, rows) if self.policy.tokens else (0, 0)
+        key = batch_key(inputs, wanted)
+        pending = _Pending(inputs, wanted, rows, tokens, length, key, loop.create_future())
         self._queue.append(pending)
         self._ensure_worker()
         assert self._wakeup is not None
@@ -171,7 +198,10 @@ class Batcher(_Scheduler):
         """Let more requests arrive, up to ``max_delay`` after the oldest one, unless the batch is full."""
         policy = self.policy
         deadline = self._queue[0].enqueued + policy.max_delay
-        while sum(p.cost for p in self._queue) < policy.max_batch_size:
+        while (
+            sum(p.rows for p in self._queue) < policy.max_batch_size
+            and sum(p.tokens for p in self._queue) < policy.max_batch_tokens
+        ):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
@@ -183,22 +213,26 @@ class Batcher(_Scheduler):
                 return
 
     def _take(self) -> list[_Pending]:
-        head = None
-        batch: list[_Pending] = []
-        cost = 0
-        keep: deque[_Pending] = deque()
-        while self._queue:
-            p = self._queue.popleft()
-            if p.future.done():  # timed out or cancelled while queued
-                continue
-            if head is None:
-                head = p
-            elif p.key != head.key or cost + p.cost > self.policy.max_batch_size:
-                keep.append(p)
+        """The oldest request, then compatible ones (closest in length first under a token budget)."""
+        live = [p for p in self._queue if not p.future.done()]  # drop timed out or cancelled ones
+        if not live:
+            self._queue.clear()
+            return []
+        head, policy = live[0], self.policy
+        candidates = [p for p in live[1:] if p.key == head.key]
+        if policy.tokens:
+            candidates.sort(key=lambda p: abs(p.length - head.length))
+        batch, rows, longest = [head], head.rows, head.length
+        for p in candidates:
+            # rows are padded to the longest one: the budget counts the padded batch
+            padded = (rows + p.rows) * max(longest, p.length)
+            if rows + p.rows > policy.max_batch_size or padded > policy.max_batch_tokens:
                 continue
             batch.append(p)
-            cost += p.cost
-        self._queue = keep
+            rows += p.rows
+            longest = max(longest, p.length)
+        taken = {id(p) for p in batch}
+        self._queue = deque(p for p in live if id(p) not in taken)
         return batch
 
     async def _execute(self, batch: list[_Pending]) -> None:

@@ -1,8 +1,10 @@
 """Loaded versions under memory budgets: loaded on demand, warmed up, least recently used evicted.
 
 Two budgets: host memory (what each version adds to the server's resident memory, or what its worker
-process holds) and GPU memory (what the runtime reports). A version is placed on the first device its
-runtime declares that this server can give it: a GPU only when a GPU budget is configured.
+process holds) and GPU memory (what the runtime reports). A version is placed where its config asks
+(``device``: auto, cpu, cuda, cuda:N) among the devices its runtime declares; ``auto`` takes a GPU when
+this server has GPU memory to give (see ``runtimes.devices``). A version that finds no room on its device
+is marked failed with the reason; the others keep serving.
 """
 
 from __future__ import annotations
@@ -15,11 +17,11 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 from typing import cast
 
-from modelport.errors import NotReady
+from modelport.errors import ModelportError, NotReady, OutOfMemory
 from modelport.monitoring.metrics import Metrics
 from modelport.registry import VersionRecord
 from modelport.repository import LoadedVersion, ModelRepository, smoke_test
-from modelport.runtimes.base import Batching, Capabilities, Scheduler, SchedulingRuntime
+from modelport.runtimes.base import Batching, Scheduler, SchedulingRuntime
 from modelport.serving.batcher import Batcher, BatchPolicy, DirectScheduler
 from modelport.serving.memory import freeze_long_lived, release_memory, rss_bytes
 
@@ -41,25 +43,19 @@ class ServedVersion:
         return self.loaded.record
 
 
-@dataclass(frozen=True)
-class Budgets:
-    host: int
-    gpu: int = 0  # 0: no GPU is used
-
-
 class ModelCache:
     def __init__(
         self,
         repository: ModelRepository,
         executor: Executor,
-        budgets: Budgets,
+        host_budget: int,
         policy_for: Callable[[VersionRecord], BatchPolicy],
         metrics: Metrics | None = None,
     ) -> None:
         self.metrics = metrics or Metrics()
         self.repository = repository
         self.executor = executor
-        self.budgets = budgets
+        self.host_budget = host_budget
         self.policy_for = policy_for
         self._served: dict[Key, ServedVersion] = {}
         self._load_locks: dict[Key, threading.Lock] = {}
@@ -85,30 +81,24 @@ class ModelCache:
                 served = self._load(record)
         return served
 
-    def device_for(self, record: VersionRecord, capabilities: Capabilities) -> str:
-        for device in capabilities.devices:
-            if device == "cpu" or (device.startswith("cuda") and self.budgets.gpu > 0):
-                return device
-        raise NotReady(
-            f"version {record.version} of {record.model!r} needs a GPU ({', '.join(capabilities.devices)}) "
-            "and this server has no GPU memory budget"
-        )
-
     def _load(self, record: VersionRecord) -> ServedVersion:
-        if record.size > self.budgets.host:
+        if record.size > self.host_budget:
             raise NotReady(
                 f"version {record.version} of {record.model!r} ({record.size} bytes) "
                 "exceeds the model memory budget"
             )
-        assert record.framework is not None
-        device = self.device_for(record, self.repository.runtimes.get(record.framework).capabilities)
+        options = self.repository.options_for(record)
         self._make_room(record.size, 0)
         before = rss_bytes()
-        loaded = self.repository.load(record, device=device)
         try:
-            smoke_test(loaded)  # warm up before taking traffic
-        except Exception:
-            loaded.close()
+            loaded = self.repository.load(record, options=options)
+            try:
+                smoke_test(loaded)  # warm up before taking traffic
+            except Exception:
+                loaded.close()
+                raise
+        except OutOfMemory as exc:
+            self.repository.mark_failed(record, exc.message)
             raise
         held = loaded.runtime.memory()
         served = ServedVersion(
@@ -122,7 +112,9 @@ class ModelCache:
         self._make_room(0, 0)
         self._report()
         freeze_long_lived()
-        log.info("loaded %s v%d on %s (%.1f MB)", record.model, record.version, device, served.memory / 1e6)
+        log.info(
+            "loaded %s v%d on %s (%.1f MB)", record.model, record.version, options.device, served.memory / 1e6
+        )
         return served
 
     def _scheduler(self, loaded: LoadedVersion) -> Scheduler:
@@ -140,11 +132,20 @@ class ModelCache:
         return replace(policy, tokens=loaded.capabilities.batching is Batching.TOKENS)
 
     def reconfigure(self, record: VersionRecord) -> None:
-        """New serving settings apply to a loaded version at once; no reload."""
+        """New batching settings apply to a loaded version at once; a new device, dtype or runtime
+        setting takes the version out of the cache, to be loaded again that way on its next request."""
         served = self.peek((record.model, record.version))
-        if served is not None:
-            served.loaded.record = record
-            served.scheduler.configure(self._policy(served.loaded))
+        if served is None:
+            return
+        try:
+            reload = self.repository.options_for(record) != served.loaded.options
+        except ModelportError:
+            reload = True  # e.g. a device this server cannot give: the next request says why
+        if reload:
+            self.evict(record.model, record.version)
+            return
+        served.loaded.record = record
+        served.scheduler.configure(self._policy(served.loaded))
 
     def used(self) -> int:
         return sum(s.memory for s in self._served.values())
@@ -153,7 +154,10 @@ class ModelCache:
         return sum(s.gpu_memory for s in self._served.values())
 
     def _over(self, host: int, gpu: int) -> bool:
-        return self.used() + host > self.budgets.host or self.used_gpu() + gpu > self.budgets.gpu
+        if self.used() + host > self.host_budget:
+            return True
+        gpu_used = self.used_gpu() + gpu
+        return gpu_used > 0 and gpu_used > self.repository.limits.hardware.gpu_memory()
 
     def _make_room(self, host: int, gpu: int) -> None:
         """Evict least recently used versions until ``host`` and ``gpu`` more bytes fit the budgets."""
@@ -187,6 +191,19 @@ class ModelCache:
             log.warning("%s v%d retired with requests in flight", served.record.model, served.record.version)
         served.scheduler.close()
         served.loaded.close()
+
+    def placement(self, record: VersionRecord) -> dict[str, str]:
+        """Where the version runs and in what dtype: as loaded, or as configured until it is."""
+        served = self._served.get((record.model, record.version))
+        if served is not None:
+            options = served.loaded.options
+            placed = {"device": options.device, "dtype": options.dtype or "float32"}
+        else:
+            placed = {"device": str(record.config.get("device", "auto"))}
+            if "dtype" in record.config:
+                placed["dtype"] = str(record.config["dtype"])
+        task = record.metadata.get("task")
+        return {**placed, "task": str(task)} if task else placed
 
     def loaded_keys(self) -> list[Key]:
         return list(self._served)

@@ -20,8 +20,17 @@ V2_TO_NUMPY: dict[str, np.dtype[np.generic]] = {
     "FP32": np.dtype(np.float32),
     "FP64": np.dtype(np.float64),
     "BYTES": np.dtype(np.object_),
+    # numpy has no bfloat16: BF16 tensors are carried as float32 (exactly: bf16 is fp32's upper half)
+    "BF16": np.dtype(np.float32),
 }
-_NUMPY_TO_V2 = {dt: name for name, dt in V2_TO_NUMPY.items()}
+_NUMPY_TO_V2 = {dt: name for name, dt in V2_TO_NUMPY.items() if name != "BF16"}
+WIRE_ITEMSIZE = {"BF16": 2}  # bytes per element on the wire, where it differs from the numpy carrier
+
+
+def bf16_to_float32(raw: memoryview | bytes) -> np.ndarray:
+    """Little-endian bfloat16 elements as float32 (each is the upper 16 bits of a float32)."""
+    halves = np.frombuffer(raw, dtype="<u2").astype(np.uint32)
+    return (halves << 16).view(np.float32)
 
 
 def numpy_dtype(datatype: str) -> np.dtype[np.generic]:

@@ -1,7 +1,8 @@
 """Tell uploads apart by content: zip or tar directory archives versus single files, and refuse pickles.
 
 Refused as able to run code on load: pickles of protocol 2 and later, plain or compressed with
-zlib/gzip/bz2/xz (as joblib writes them), and zip files holding ``.pkl``/``.pickle`` members (torch.save).
+zlib/gzip/bz2/xz (as joblib writes them), and zip files holding ``.pkl``/``.pickle`` members (torch.save),
+except TorchScript archives, whose pickles only TorchScript's restricted unpickler reads.
 Protocol 0/1 pickles have no header to recognise and are not refused here.
 """
 
@@ -73,11 +74,30 @@ def refuse_unsafe(path: Path, display: str = "the artifact") -> None:
         raise UnsafeFormat(f"{display} is a compressed (joblib) pickle, which can run code; {SAFE_HINT}")
     if head.startswith(b"PK\x03\x04") and zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as zf:
-            if any(n.endswith((".pkl", ".pickle")) or n.endswith("/data.pkl") for n in zf.namelist()):
+            names = zf.namelist()
+            if not is_torchscript(names) and any(n.endswith((".pkl", ".pickle")) for n in names):
                 raise UnsafeFormat(
                     f"{display} is a pickle-based checkpoint (e.g. torch.save), "
                     f"which can run code; {SAFE_HINT}"
                 )
+
+
+def is_torchscript(names: list[str]) -> bool:
+    """A TorchScript archive (``torch.jit.save``): one top folder with ``code/``, ``data.pkl`` and
+    ``constants.pkl``. Its pickles are read by TorchScript's own restricted unpickler (tensors and
+    TorchScript types only), never by Python's ``pickle``, so they cannot run Python code."""
+    tops = {n.split("/", 1)[0] for n in names}
+    if len(tops) != 1:
+        return False
+    top = tops.pop()
+    pickles = {n for n in names if n.endswith((".pkl", ".pickle"))}
+    allowed = {f"{top}/data.pkl", f"{top}/constants.pkl"}
+    code = any(n.startswith(f"{top}/code/") for n in names)
+    return (
+        code
+        and f"{top}/data.pkl" in pickles
+        and all(p in allowed or (p.startswith(f"{top}/code/") and p.endswith(".debug_pkl")) for p in pickles)
+    )
 
 
 def classify_upload(path: Path, is_single_model_file: bool, *, allow_pickle: bool = False) -> UploadKind:

@@ -9,7 +9,7 @@ RFC 3339, in UTC with ``Z`` (``2025-01-31T12:00:00.123456Z``) whatever the datab
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -20,7 +20,13 @@ from pydantic import (
     model_serializer,
 )
 
-from modelport.limits import BATCH_DELAY_LIMIT_MS, BATCH_SIZE_LIMIT, MAX_VERSION, QUEUE_LIMIT
+from modelport.limits import (
+    BATCH_DELAY_LIMIT_MS,
+    BATCH_SIZE_LIMIT,
+    BATCH_TOKENS_LIMIT,
+    MAX_VERSION,
+    QUEUE_LIMIT,
+)
 from modelport.registry import (
     AliasRecord,
     AuditRecord,
@@ -60,17 +66,33 @@ class BatchingConfig(Strict):
     max_batch_size: int | None = Field(None, ge=1, le=BATCH_SIZE_LIMIT)
     max_delay_ms: float | None = Field(None, ge=0, le=BATCH_DELAY_LIMIT_MS)
     max_queue: int | None = Field(None, ge=1, le=QUEUE_LIMIT)
+    max_batch_tokens: int | None = Field(
+        None, ge=1, le=BATCH_TOKENS_LIMIT, description="tokens in a batch, for text models"
+    )
+
+
+DEVICE_PATTERN = r"^(auto|cpu|cuda|cuda:\d{1,2})$"
+Device = Annotated[
+    str, Field(pattern=DEVICE_PATTERN, description="auto (a GPU when there is one), cpu, cuda, cuda:N")
+]
+Dtype = Literal["float32", "float16", "bfloat16"]
+RUNTIME_SETTINGS = "settings only the version's runtime reads, e.g. pooling, normalize, max_new_tokens"
 
 
 class VersionConfig(Strict):
     """Serving settings of a version (not part of its immutable artifact). A setting left out (or
-    null) uses the server's default."""
+    null) uses the server's default. A new device, dtype or runtime setting reloads the version."""
 
     batching: BatchingConfig = BatchingConfig()
+    device: Device | None = None
+    dtype: Dtype | None = None
+    runtime: dict[str, Any] | None = Field(None, description=RUNTIME_SETTINGS)
 
     def as_config(self) -> dict[str, Any]:
-        batching = self.batching.model_dump(exclude_none=True)
-        return {"batching": batching} if batching else {}
+        config = self.model_dump(exclude_none=True)
+        if not config.get("batching"):
+            config.pop("batching", None)
+        return config
 
 
 class VersionConfigPatch(Strict):
@@ -78,6 +100,9 @@ class VersionConfigPatch(Strict):
     change; null removes one (back to the server's default); ``"batching": null`` removes them all."""
 
     batching: BatchingConfig | None = None
+    device: Device | None = None
+    dtype: Dtype | None = None
+    runtime: dict[str, Any] | None = Field(None, description=RUNTIME_SETTINGS)
 
     def applied_to(self, config: dict[str, Any]) -> dict[str, Any]:
         return merge_patch(config, self.model_dump(exclude_unset=True))

@@ -17,6 +17,8 @@ from modelport.api.management.multipart import SingleFileParts, boundary_of, is_
 from modelport.api.management.routing import management_router
 from modelport.api.management.schemas import (
     BatchingConfig,
+    Device,
+    Dtype,
     PushedVersionOut,
     VersionConfig,
     VersionConfigPatch,
@@ -24,7 +26,7 @@ from modelport.api.management.schemas import (
 )
 from modelport.api.openapi import errors
 from modelport.errors import PayloadTooLarge
-from modelport.limits import BATCH_DELAY_LIMIT_MS, BATCH_SIZE_LIMIT, QUEUE_LIMIT
+from modelport.limits import BATCH_DELAY_LIMIT_MS, BATCH_SIZE_LIMIT, BATCH_TOKENS_LIMIT, QUEUE_LIMIT
 from modelport.registry import VersionRecord
 from modelport.repository import Upload
 from modelport.security.keys import Principal, Scope
@@ -83,10 +85,16 @@ def build_router(ctx: Context) -> APIRouter:
         max_batch_size: Annotated[int | None, Query(ge=1, le=BATCH_SIZE_LIMIT)] = None,
         max_delay_ms: Annotated[float | None, Query(ge=0, le=BATCH_DELAY_LIMIT_MS)] = None,
         max_queue: Annotated[int | None, Query(ge=1, le=QUEUE_LIMIT)] = None,
+        max_batch_tokens: Annotated[int | None, Query(ge=1, le=BATCH_TOKENS_LIMIT)] = None,
+        device: Annotated[Device | None, Query()] = None,
+        dtype: Annotated[Dtype | None, Query()] = None,
+        task: Annotated[str | None, Query(max_length=64, pattern=r"^[a-z][a-z0-9-]*$")] = None,
     ) -> PushedVersionOut:
         """Body: the artifact's bytes (``--data-binary @model.skops``), or ``multipart/form-data`` with
         exactly one file part (``-F file=@model.skops``, its file name used unless ``filename`` is
-        given). ``same_sha256_as`` lists the versions that already had these exact bytes."""
+        given). ``device``/``dtype`` place the version (its config, changeable later); ``task`` says what a
+        multi-task model does (transformers: text-classification, feature-extraction, text-generation).
+        ``same_sha256_as`` lists the versions that already had these exact bytes."""
         if declared_over(request.headers.get("content-length"), ctx.max_upload):
             raise PayloadTooLarge(f"artifact exceeds the upload limit of {ctx.max_upload} bytes")
         upload = ctx.repository.begin_upload()
@@ -97,13 +105,18 @@ def build_router(ctx: Context) -> APIRouter:
             raise
         config = VersionConfig(
             batching=BatchingConfig(
-                max_batch_size=max_batch_size, max_delay_ms=max_delay_ms, max_queue=max_queue
-            )
+                max_batch_size=max_batch_size,
+                max_delay_ms=max_delay_ms,
+                max_queue=max_queue,
+                max_batch_tokens=max_batch_tokens,
+            ),
+            device=device,
+            dtype=dtype,
         ).as_config()
         name = filename or part_name or None
         record = await run_in_threadpool(
             lambda: ctx.repository.push(
-                model, upload, by=who.name, framework=framework, filename=name, config=config
+                model, upload, by=who.name, framework=framework, filename=name, config=config, task=task
             )
         )
         twins = await run_in_threadpool(same_bytes, record)
