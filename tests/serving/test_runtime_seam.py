@@ -111,6 +111,8 @@ async def test_device_and_dtype_are_checked_and_a_new_device_reloads(client: htt
     assert ("dev", 2) not in cache.loaded_keys()  # loaded again, the new way, on its next request
     r = await client.post("/v2/models/dev/versions/2/infer", json=body([[1.0, 2.0, 3.0]]))
     assert r.status_code == 200 and cache.peek(("dev", 2)).loaded.options.dtype == "float16"
+    shown = (await client.get("/v2/models/dev/versions/2")).json()["parameters"]
+    assert (shown["device"], shown["dtype"]) == ("cpu", "float16")  # where it runs, as loaded
 
 
 def test_gpu_budget_places_on_the_gpu_and_evicts_by_gpu_memory(tmp_path: Path) -> None:
@@ -129,6 +131,28 @@ def test_gpu_budget_places_on_the_gpu_and_evicts_by_gpu_memory(tmp_path: Path) -
         cache.get(records[1])  # 1200 MB would not fit: the least recently used goes
         assert cache.loaded_keys() == [("b", 1)] and cache.used_gpu() == 600 * MB
     finally:
+        services.close()
+
+
+def test_out_of_memory_at_load_fails_the_version_and_the_server_keeps_serving(tmp_path: Path) -> None:
+    services = make_services(tmp_path / "d", gpu_memory_budget=1000 * MB)
+    try:
+        repository = services.repository
+        big = repository.push_bytes(
+            "big", [fixtures.fake_artifact_of(fixtures.FakeGpuRuntime, gpu_mb=1)], by="t"
+        )
+        small = repository.push_bytes("small", [fixtures.fake_artifact(width=3)], by="t")
+        assert big.state.value == small.state.value == "ready"
+        cache = services.dataplane.cache
+        cache.get(small)
+        fixtures.FakeGpuRuntime.full = True
+        with pytest.raises(LoadError, match="not enough memory on cuda"):
+            cache.get(big)
+        failed = services.registry.models.get_version("big", 1)
+        assert failed.state.value == "failed" and "not enough memory" in (failed.error or "")
+        assert cache.loaded_keys() == [("small", 1)]  # the others keep serving
+    finally:
+        fixtures.FakeGpuRuntime.full = False
         services.close()
 
 

@@ -59,3 +59,20 @@ def test_unsafe_member_names(name: str) -> None:
 
 def test_safe_member_names_are_normalised() -> None:
     assert str(safe_member_path("./dir//model.onnx")) == "dir/model.onnx"
+
+
+def test_a_plain_tar_ending_with_a_zip_member_is_a_tar(tmp_path: Path) -> None:
+    """``zipfile.is_zipfile`` finds a zip stored at the end of an uncompressed tar (e.g. a TorchScript
+    archive followed by nothing but padding): the upload is still the tar."""
+    import tarfile
+
+    inner = tmp_path / "model.pt"
+    with zipfile.ZipFile(inner, "w") as zf:
+        zf.writestr("model/code/__torch__.py", "def forward(self, x): return x\n")
+    (tmp_path / "signature.json").write_text("{}")
+    archive = tmp_path / "bundle.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(tmp_path / "signature.json", arcname="signature.json")
+        tar.add(inner, arcname="model.pt")
+    assert zipfile.is_zipfile(archive)  # the trap
+    assert classify_upload(archive, False) is UploadKind.TAR

@@ -35,7 +35,7 @@ models_app = typer.Typer(
 
 VERSION_COLUMNS = ["model", "version", "state", "framework", "sha256", "error"]
 ALIAS_COLUMNS = ["alias", "version", "updated_at", "updated_by"]
-BATCHING_KEYS = ["max_batch_size", "max_delay_ms", "max_queue"]
+BATCHING_KEYS = ["max_batch_size", "max_delay_ms", "max_queue", "max_batch_tokens"]
 MaxBatchSizeOpt = Annotated[
     int | None,
     typer.Option(help="most requests run together as one batch (server default: MODELPORT_MAX_BATCH_SIZE)"),
@@ -52,7 +52,24 @@ MaxQueueOpt = Annotated[
 ]
 
 
-def _batching(max_batch_size: int | None, max_delay_ms: float | None, max_queue: int | None) -> Batching:
+MaxTokensOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="most tokens in one batch, padding included, for text models (MODELPORT_MAX_BATCH_TOKENS)"
+    ),
+]
+DeviceOpt = Annotated[
+    str | None, typer.Option(help="auto (a GPU when there is one), cpu, cuda or cuda:N; default auto")
+]
+DtypeOpt = Annotated[str | None, typer.Option(help="float32, float16 or bfloat16 (deep-learning runtimes)")]
+
+
+def _batching(
+    max_batch_size: int | None,
+    max_delay_ms: float | None,
+    max_queue: int | None,
+    max_batch_tokens: int | None,
+) -> Batching:
     """The batching options given on the command line (0 included: the server judges it)."""
     batching = Batching()
     if max_batch_size is not None:
@@ -61,6 +78,8 @@ def _batching(max_batch_size: int | None, max_delay_ms: float | None, max_queue:
         batching["max_delay_ms"] = max_delay_ms
     if max_queue is not None:
         batching["max_queue"] = max_queue
+    if max_batch_tokens is not None:
+        batching["max_batch_tokens"] = max_batch_tokens
     return batching
 
 
@@ -135,10 +154,23 @@ def models_push(
     path: Annotated[
         Path, typer.Argument(exists=True, help="model file, .zip/.tar.gz archive, or a directory")
     ],
-    framework: Annotated[str | None, typer.Option(help="sklearn, onnx, xgboost, lightgbm")] = None,
+    framework: Annotated[
+        str | None,
+        typer.Option(
+            help="sklearn, onnx, xgboost, lightgbm, torch, keras, transformers, sentence-transformers "
+            "(default: recognised from the content)"
+        ),
+    ] = None,
+    task: Annotated[
+        str | None,
+        typer.Option(help="transformers: text-classification, feature-extraction or text-generation"),
+    ] = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
     max_batch_size: MaxBatchSizeOpt = None,
     max_delay_ms: MaxDelayOpt = None,
     max_queue: MaxQueueOpt = None,
+    max_batch_tokens: MaxTokensOpt = None,
     output: OutputOpt = Output.table,
     url: UrlOpt = None,
     api_key: KeyOpt = None,
@@ -147,7 +179,7 @@ def models_push(
 ) -> None:
     """Upload a model as the model's next version; a directory is sent as a .tar.gz of its files."""
     quiet = output is Output.json
-    batching = _batching(max_batch_size, max_delay_ms, max_queue)
+    batching = _batching(max_batch_size, max_delay_ms, max_queue, max_batch_tokens)
     if path.is_dir() and not quiet:
         say(f"packing {path} ...")
     with (
@@ -164,9 +196,16 @@ def models_push(
         ) as progress,
     ):
         # the description is rich markup: a file name is data
-        task = progress.add_task(f"pushing {escape(file.name)}", total=file.stat().st_size)
+        bar = progress.add_task(f"pushing {escape(file.name)}", total=file.stat().st_size)
         data = client.push(
-            name, file, framework=framework, progress=lambda n: progress.advance(task, n), **batching
+            name,
+            file,
+            framework=framework,
+            progress=lambda n: progress.advance(bar, n),
+            device=device,
+            dtype=dtype,
+            task=task,
+            **batching,
         )
     emit(data, output, VERSION_COLUMNS, "pushed")
     twins = data.get("same_sha256_as") or []
@@ -184,17 +223,21 @@ def models_config(
     max_batch_size: MaxBatchSizeOpt = None,
     max_delay_ms: MaxDelayOpt = None,
     max_queue: MaxQueueOpt = None,
+    max_batch_tokens: MaxTokensOpt = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
     output: OutputOpt = Output.table,
     url: UrlOpt = None,
     api_key: KeyOpt = None,
     ca_file: CaFileOpt = None,
     insecure: InsecureOpt = False,
 ) -> None:
-    """Show a version's serving settings; with options, change only those (the others stay)."""
-    batching = _batching(max_batch_size, max_delay_ms, max_queue)
+    """Show a version's serving settings; with options, change only those (the others stay). A new
+    device or dtype loads the version again that way on its next request."""
+    batching = _batching(max_batch_size, max_delay_ms, max_queue, max_batch_tokens)
     with connect(url, api_key, ca_file, insecure) as client:
-        if batching:
-            config = client.configure_version(name, version, **batching)["config"]
+        if batching or device or dtype:
+            config = client.configure_version(name, version, device=device, dtype=dtype, **batching)["config"]
         else:
             config = client.version_config(name, version)
     if output is Output.json:

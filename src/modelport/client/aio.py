@@ -14,7 +14,7 @@ import httpx
 
 from modelport.client import calls
 from modelport.client.base import BaseClient
-from modelport.client.calls import Batching, JSONObject, KeyOptions, Outputs, Progress, Upload
+from modelport.client.calls import Batching, JSONObject, KeyOptions, Outputs, Placement, Progress, Upload
 from modelport.client.network import translated_errors
 from modelport.client.packing import pack_directory
 from modelport.constants import DEFAULT_ALIAS
@@ -64,10 +64,16 @@ class AsyncClient(BaseClient[httpx.AsyncClient, httpx.AsyncBaseTransport]):
         *,
         framework: str | None = None,
         progress: Progress | None = None,
+        device: str | None = None,
+        dtype: str | None = None,
+        task: str | None = None,
         **batching: Unpack[Batching],
     ) -> JSONObject:
         async with _packed_off_loop(path) as file:
-            return await self._send(calls.push(name, file, framework, progress, batching))
+            call = calls.push(
+                name, file, framework, progress, batching, device=device, dtype=dtype, task=task
+            )
+            return await self._send(call)
 
     async def list_versions(self, name: str) -> list[JSONObject]:
         return await self._send(calls.list_versions(name))
@@ -81,8 +87,18 @@ class AsyncClient(BaseClient[httpx.AsyncClient, httpx.AsyncBaseTransport]):
     async def version_config(self, name: str, version: int) -> JSONObject:
         return await self._send(calls.version_config(name, version))
 
-    async def configure_version(self, name: str, version: int, **batching: Unpack[Batching]) -> JSONObject:
-        return await self._send(calls.configure_version(name, version, batching))
+    async def configure_version(
+        self,
+        name: str,
+        version: int,
+        *,
+        device: str | None = None,
+        dtype: str | None = None,
+        runtime: dict[str, Any] | None = None,
+        **batching: Unpack[Batching],
+    ) -> JSONObject:
+        placement = Placement(device=device, dtype=dtype, runtime=runtime)
+        return await self._send(calls.configure_version(name, version, batching, placement))
 
     async def load_model(self, name: str) -> None:
         await self._send(calls.load_model(name))

@@ -147,6 +147,15 @@ class Batching(TypedDict, total=False):
     max_batch_size: int | None  # most requests run as one batch
     max_delay_ms: float | None  # longest wait for a batch to fill
     max_queue: int | None  # most requests waiting; more answer 503 with Retry-After
+    max_batch_tokens: int | None  # most tokens in one batch, padding included (text models)
+
+
+class Placement(TypedDict, total=False):
+    """Where and how a version runs; a setting not given keeps its value (or the server's default)."""
+
+    device: str | None  # auto, cpu, cuda, cuda:N
+    dtype: str | None  # float32, float16, bfloat16
+    runtime: dict[str, Any] | None  # settings only the runtime reads, e.g. {"normalize": true}
 
 
 def create_model(name: str, description: str = "") -> Call[JSONObject]:
@@ -159,12 +168,17 @@ def push(
     framework: str | None,
     progress: Progress | None,
     batching: Batching | None = None,
+    *,
+    device: str | None = None,
+    dtype: str | None = None,
+    task: str | None = None,
 ) -> Call[JSONObject]:
     """Upload a model file or archive (a directory: see ``packing.packed``) as the next version of
-    ``name``, with its batching settings."""
+    ``name``, with its batching settings, device, dtype and task."""
     path = Path(path)
     params: dict[str, Any] = {"filename": path.name, **({"framework": framework} if framework else {})}
     params.update(_given(batching or {}))
+    params.update(_given({"device": device, "dtype": dtype, "task": task}))
     headers = {"Content-Type": "application/octet-stream", "Content-Length": str(path.stat().st_size)}
     upload = Upload(path, progress)
     return Call("POST", f"{_model(name)}/versions", _object, params=params, upload=upload, headers=headers)
@@ -187,9 +201,12 @@ def version_config(name: str, version: int) -> Call[JSONObject]:
     return Call("GET", f"{_model(name)}/versions/{version}/config", _object)
 
 
-def configure_version(name: str, version: int, batching: Batching) -> Call[JSONObject]:
-    """Change only the batching settings given (a JSON merge patch); the answer is the version."""
-    body = {"batching": _given(batching)}
+def configure_version(
+    name: str, version: int, batching: Batching, placement: Placement | None = None
+) -> Call[JSONObject]:
+    """Change only the settings given (a JSON merge patch); the answer is the version. A new device,
+    dtype or runtime setting loads the version again that way on its next request."""
+    body: dict[str, Any] = {"batching": _given(batching), **_given(placement or {})}
     return Call("PATCH", f"{_model(name)}/versions/{version}/config", _object, json=body)
 
 

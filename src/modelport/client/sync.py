@@ -10,7 +10,7 @@ import httpx
 
 from modelport.client import calls
 from modelport.client.base import BaseClient
-from modelport.client.calls import Batching, JSONObject, KeyOptions, Outputs, Progress
+from modelport.client.calls import Batching, JSONObject, KeyOptions, Outputs, Placement, Progress
 from modelport.client.network import translated_errors
 from modelport.client.packing import packed
 from modelport.constants import DEFAULT_ALIAS
@@ -61,17 +61,25 @@ class Client(BaseClient[httpx.Client, httpx.BaseTransport]):
         *,
         framework: str | None = None,
         progress: Progress | None = None,
+        device: str | None = None,
+        dtype: str | None = None,
+        task: str | None = None,
         **batching: Unpack[Batching],
     ) -> JSONObject:
         """Upload a model file, an archive, or a directory (sent as a ``.tar.gz`` of its files) as the
         next version of ``name``.
 
         ``framework`` overrides detection; ``progress`` is called with each chunk's size as it is sent;
-        ``max_batch_size``, ``max_delay_ms``, ``max_queue`` set the version's batching. The answer's
+        ``device`` (auto, cpu, cuda, cuda:N) and ``dtype`` (float32, float16, bfloat16) place it; ``task``
+        says what a multi-task model does (e.g. ``feature-extraction``); ``max_batch_size``,
+        ``max_delay_ms``, ``max_queue``, ``max_batch_tokens`` set its batching. The answer's
         ``same_sha256_as`` lists the versions that already had the same bytes.
         """
         with packed(path) as file:
-            return self._send(calls.push(name, file, framework, progress, batching))
+            call = calls.push(
+                name, file, framework, progress, batching, device=device, dtype=dtype, task=task
+            )
+            return self._send(call)
 
     def list_versions(self, name: str) -> list[JSONObject]:
         return self._send(calls.list_versions(name))
@@ -86,9 +94,20 @@ class Client(BaseClient[httpx.Client, httpx.BaseTransport]):
         """The version's own serving settings; one not there uses the server's default."""
         return self._send(calls.version_config(name, version))
 
-    def configure_version(self, name: str, version: int, **batching: Unpack[Batching]) -> JSONObject:
-        """Change only the batching settings given; the others keep their values. Returns the version."""
-        return self._send(calls.configure_version(name, version, batching))
+    def configure_version(
+        self,
+        name: str,
+        version: int,
+        *,
+        device: str | None = None,
+        dtype: str | None = None,
+        runtime: dict[str, Any] | None = None,
+        **batching: Unpack[Batching],
+    ) -> JSONObject:
+        """Change only the settings given (batching, device, dtype, runtime settings); the others keep
+        their values. Returns the version."""
+        placement = Placement(device=device, dtype=dtype, runtime=runtime)
+        return self._send(calls.configure_version(name, version, batching, placement))
 
     def load_model(self, name: str) -> None:
         """Load the model's serving version now (V2 repository API), rather than on first request."""

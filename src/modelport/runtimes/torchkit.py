@@ -72,6 +72,8 @@ def to_numpy(tensor: torch.Tensor) -> np.ndarray:
 def from_numpy(array: np.ndarray, name: str, device: torch.device) -> torch.Tensor:
     if array.dtype == object:
         raise InvalidInput(f"input {name!r} is BYTES; this model takes numeric tensors", field="inputs")
+    if not array.flags.writeable:  # binary tensors arrive read-only; torch warns about sharing them
+        array = array.copy()
     return torch.from_numpy(np.ascontiguousarray(array)).to(device)
 
 

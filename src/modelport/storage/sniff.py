@@ -106,7 +106,10 @@ def classify_upload(path: Path, is_single_model_file: bool, *, allow_pickle: boo
         refuse_unsafe(path)
     if is_single_model_file:
         return UploadKind.FILE
-    if zipfile.is_zipfile(path):
+    # a zip starts with a local header; is_zipfile alone also finds a zip stored at the end of a plain tar
+    with path.open("rb") as f:
+        starts_as_zip = f.read(4) == b"PK\x03\x04"
+    if starts_as_zip and zipfile.is_zipfile(path):
         return UploadKind.ZIP
     try:
         if tarfile.is_tarfile(path):

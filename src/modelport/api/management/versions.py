@@ -155,6 +155,8 @@ def build_router(ctx: Context) -> APIRouter:
         config: dict[str, Any] | Callable[[dict[str, Any]], dict[str, Any]],
         mode: str,
     ) -> VersionOut:
+        current = registry.models.get_version(model, version)
+        ctx.repository.check_config(current, config(current.config) if callable(config) else config)
         record = registry.models.set_version_config(model, version, config)
         registry.audit.record(
             actor=who.name,
