@@ -33,7 +33,7 @@ from modelport.errors import (
 from modelport.names import check_name
 from modelport.registry import AliasRecord, Registry, VersionRecord, VersionState
 from modelport.registry.records import FileEntry
-from modelport.runtimes.base import Capabilities, LoadOptions, Placement, Runtime, Signature
+from modelport.runtimes.base import Capabilities, LoadOptions, Placement, Runtime, Signature, is_cuda
 from modelport.runtimes.catalog import RuntimeCatalog
 from modelport.runtimes.devices import Hardware
 from modelport.runtimes.process import ProcessRuntime
@@ -245,11 +245,13 @@ class ModelRepository:
         detected = self.runtimes.detect(staging, framework)
         try:  # refusals before anything is stored
             self.runtimes.get(detected).vet(staging, vetting)
-        except ModelportError:
+        except ModelportError as exc:
+            exc.message = self._scrubbed(exc.message, staging)
             raise
         except Exception as exc:  # a framework's own error while reading the artifact
+            reason = self._scrubbed(str(exc)[:300], staging)
             raise InvalidInput(
-                f"the {detected} model cannot be read: {type(exc).__name__}: {str(exc)[:300]}"
+                f"the {detected} model cannot be read: {type(exc).__name__}: {reason}"
             ) from None
         manifest = []
         for path in files:
@@ -320,16 +322,33 @@ class ModelRepository:
             raise
         return workdir
 
+    def _scrubbed(self, message: str, workdir: Path) -> str:
+        """Framework messages often quote the artifact's absolute path; callers must not see it."""
+        return message.replace(f"{workdir}/", "").replace(str(self.scratch), "<scratch>")
+
     def check_config(self, record: VersionRecord, config: dict[str, Any]) -> None:
-        """New runtime settings for a version are checked by its runtime before they are kept, so a bad
-        one is a 400 now rather than a failed load later."""
-        settings = config.get("runtime") or {}
-        if record.framework is None or settings == (record.config.get("runtime") or {}):
+        """A new device the runtime cannot use, or runtime settings its runtime refuses (it vets the
+        stored files with them), are a 400 now rather than a failed load later."""
+        if record.framework is None:
             return
         runtime = self.runtimes.get(record.framework)
+        device, declared = str(config.get("device", "auto")), runtime.capabilities.devices
+        if (is_cuda(device) and not any(is_cuda(d) for d in declared)) or (
+            device == "cpu" and "cpu" not in declared
+        ):
+            raise InvalidInput(
+                f"the {record.framework} runtime runs on {', '.join(declared)}, not {device!r}",
+                field="device",
+            )
+        settings = config.get("runtime") or {}
+        if settings == (record.config.get("runtime") or {}):
+            return
         workdir = self._materialise(record)
         try:
             runtime.vet(workdir, LoadOptions(task=record.metadata.get("task"), settings=settings))
+        except ModelportError as exc:
+            exc.message = self._scrubbed(exc.message, workdir)
+            raise
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
@@ -349,7 +368,7 @@ class ModelRepository:
                 runtime.load(workdir, options)
             except ModelportError as exc:
                 # framework messages often quote the file's absolute path; callers must not see it
-                exc.message = exc.message.replace(f"{workdir}/", "").replace(str(self.scratch), "<scratch>")
+                exc.message = self._scrubbed(exc.message, workdir)
                 raise
             except Exception as exc:
                 raise LoadError(f"{framework} could not load the model: {type(exc).__name__}") from None

@@ -84,6 +84,7 @@ def build_services(settings: Settings, *, primary: bool = True) -> Services:
             Hardware(
                 None if settings.gpu_memory_budget is None else int(settings.gpu_memory_budget),
                 settings.resolved_compute_threads,
+                settings.workers,
             ),
         ),
     )

@@ -330,6 +330,18 @@ def refused_variants(bert: Path, scratch: Path) -> dict[str, tuple[Path, str]]:
             "trust_remote_code",
         ),
         "no safetensors": ({"model.safetensors": None}, "no *.safetensors weights"),
+        "a vocabulary file outside the model": (
+            {"tokenizer_config.json": json.dumps({**tokenizer_config, "vocab_file": "/etc/passwd"}).encode()},
+            "in its own folder",
+        ),
+        "a weight shard outside the model": (
+            {
+                "model.safetensors.index.json": json.dumps(
+                    {"weight_map": {"w": "../../w.safetensors"}}
+                ).encode()
+            },
+            "in its own folder",
+        ),
     }
     out = {}
     for i, (name, (files, needle)) in enumerate(cases.items()):

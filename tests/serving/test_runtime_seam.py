@@ -108,9 +108,12 @@ async def test_device_and_dtype_are_checked_and_a_new_device_reloads(client: htt
         "/api/v1/models/dev/versions/2/config", json={"device": "cpu", "dtype": "float16"}
     )
     assert patch.status_code == 200 and patch.json()["config"] == {"device": "cpu", "dtype": "float16"}
-    assert ("dev", 2) not in cache.loaded_keys()  # loaded again, the new way, on its next request
+    wrong = await client.patch("/api/v1/models/dev/versions/2/config", json={"device": "cuda:1"})
+    assert wrong.status_code == 400 and "runs on cpu" in wrong.text  # a CPU-only runtime
+    # loaded again the new way before the old copy is retired: no request finds it missing
+    assert cache.peek(("dev", 2)).loaded.options.dtype == "float16"
     r = await client.post("/v2/models/dev/versions/2/infer", json=body([[1.0, 2.0, 3.0]]))
-    assert r.status_code == 200 and cache.peek(("dev", 2)).loaded.options.dtype == "float16"
+    assert r.status_code == 200
     shown = (await client.get("/v2/models/dev/versions/2")).json()["parameters"]
     assert (shown["device"], shown["dtype"]) == ("cpu", "float16")  # where it runs, as loaded
 

@@ -118,10 +118,6 @@ class Capabilities:
     preload: tuple[str, ...] = ()  # modules a sandboxed worker imports before it confines itself
 
 
-DTYPES = ("float32", "float16", "bfloat16")
-DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
-
-
 @dataclass(frozen=True)
 class LoadOptions:
     """How one version is loaded: chosen by the server from the version's config and its settings."""
@@ -258,6 +254,12 @@ def single_input(inputs: Tensors, spec: Signature) -> np.ndarray:
     if array.dtype.kind not in "biuf":
         raise InvalidInput(f"input {expected.name!r} must be numeric", field="inputs")
     return array
+
+
+def first_line(exc: BaseException) -> str:
+    """A framework's message, short: its first line, at most 300 characters (callers strip paths)."""
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:300]
 
 
 def texts_of(inputs: Tensors, name: str) -> list[str]:

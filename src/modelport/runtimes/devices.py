@@ -6,27 +6,12 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from modelport.errors import InvalidInput, NotReady
-from modelport.runtimes.base import DEVICE_CHOICES, DTYPES, Capabilities, LoadOptions, is_cuda
-
-_DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d{1,2})$")
-
-
-def check_device(device: str) -> str:
-    if not _DEVICE.match(device):
-        raise InvalidInput(f"unknown device {device!r}; use {DEVICE_CHOICES}", field="device")
-    return device
-
-
-def check_dtype(dtype: str) -> str:
-    if dtype not in DTYPES:
-        raise InvalidInput(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}", field="dtype")
-    return dtype
+from modelport.errors import NotReady
+from modelport.runtimes.base import Capabilities, LoadOptions, is_cuda
 
 
 @functools.cache
@@ -70,13 +55,14 @@ GPU_SHARE = 0.9  # of each GPU's memory, when no budget is configured: room for 
 class Hardware:
     """What this server gives its versions: a GPU memory budget and compute threads per version."""
 
-    gpu_budget: int | None = 0  # bytes; None: 90% of the GPUs' memory (0 without a GPU)
+    gpu_budget: int | None = 0  # bytes; None: 90% of the GPUs' memory shared by the workers (0 without one)
     threads: int = 1  # intra-op threads of the framework (torch's are per process)
+    workers: int = 1  # server processes that share the GPUs (``serve --workers N``)
 
     def gpu_memory(self) -> int:
         if self.gpu_budget is not None:
             return self.gpu_budget
-        return int(sum(gpus()) * GPU_SHARE)
+        return int(sum(gpus()) * GPU_SHARE) // self.workers
 
     def options(
         self, config: Mapping[str, Any], task: str | None, capabilities: Capabilities, what: str

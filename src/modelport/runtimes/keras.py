@@ -31,6 +31,7 @@ from modelport.runtimes.base import (
     Tensors,
     TensorSpec,
     find_model_file,
+    first_line,
     select,
 )
 from modelport.serving.datatypes import numpy_dtype
@@ -112,7 +113,7 @@ class KerasRuntime(RuntimeBase):
         try:
             _load(keras, path, "cpu")
         except Exception as exc:  # Keras raises ValueError/TypeError and its backends' own errors
-            raise InvalidInput(f"Keras cannot load the model: {_first_line(exc)}") from None
+            raise InvalidInput(f"Keras cannot load the model: {first_line(exc)}") from None
 
     def load(self, artifact_dir: Path, options: LoadOptions) -> None:
         from modelport.runtimes import torchkit
@@ -131,7 +132,7 @@ class KerasRuntime(RuntimeBase):
             try:
                 model = _load(keras, path, str(device))
             except Exception as exc:
-                raise LoadError(f"Keras could not load the model: {_first_line(exc)}") from None
+                raise LoadError(f"Keras could not load the model: {first_line(exc)}") from None
         self._gpu_bytes = meter.stop()
         self._signature = _signature(model)
         self._model = model
@@ -176,7 +177,7 @@ class KerasRuntime(RuntimeBase):
             with torch.no_grad(), keras.device(str(self._device)):
                 result = self._model(structured, training=False)
         except (RuntimeError, ValueError, TypeError) as exc:
-            raise InvalidInput(f"the model rejected the inputs: {_first_line(exc)}", field="inputs") from None
+            raise InvalidInput(f"the model rejected the inputs: {first_line(exc)}", field="inputs") from None
         flat = keras.tree.flatten(result)
         if len(flat) != len(spec.outputs) or not all(isinstance(t, torch.Tensor) for t in flat):
             raise InvalidInput(
@@ -296,8 +297,3 @@ def _specs(tensors: list[Any], kind: str) -> tuple[TensorSpec, ...]:
 def _as_declared(array: np.ndarray, spec: TensorSpec) -> np.ndarray:
     wanted = numpy_dtype(spec.datatype)
     return array if array.dtype == wanted else array.astype(wanted)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:300]

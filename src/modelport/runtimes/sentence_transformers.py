@@ -31,6 +31,7 @@ from modelport.runtimes.base import (
     Task,
     Tensors,
     TensorSpec,
+    first_line,
     texts_of,
 )
 
@@ -123,6 +124,7 @@ class SentenceTransformersRuntime(RuntimeBase):
         if sum(module_class(m["type"]) == INPUT_MODULE for m in modules) != 1:
             raise InvalidInput(f"a sentence-transformers model here has exactly one {INPUT_MODULE} module")
         textkit.refuse_remote_code(files, artifact_dir)
+        textkit.refuse_outside_paths(files, artifact_dir)
         check_model_type(root / "config_sentence_transformers.json")
         encoder = root / modules[0]["path"]
         config = textkit.read_json(encoder / "config.json")
@@ -162,7 +164,7 @@ class SentenceTransformersRuntime(RuntimeBase):
                 )
             except (OSError, ValueError, KeyError, TypeError, RuntimeError, ImportError) as exc:
                 raise LoadError(
-                    f"sentence-transformers could not load the model: {textkit.first_line(exc)}"
+                    f"sentence-transformers could not load the model: {first_line(exc)}"
                 ) from None
         self._gpu_bytes = meter.stop()
         self._model, self._device = model.eval(), device

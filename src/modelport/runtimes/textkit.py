@@ -137,6 +137,42 @@ def refuse_remote_code(files: Iterable[Path], root: Path) -> None:
             )
 
 
+# config keys whose value the libraries open as a file or folder (tokenizer files, sentence-transformers'
+# model/tokenizer arguments, sharded weights): each must name a file inside the model's own folder
+PATH_KEYS = ("_file", "_files", "_path", "_dir", "subfolder", "weight_map")
+
+
+def refuse_outside_paths(files: Iterable[Path], root: Path) -> None:
+    """A config value that names a file must be a plain name beside it: no directory part, no ``..``, no
+    absolute path, no URL (a tokenizer_config.json ``"vocab_file": "/etc/passwd"`` would read that file)."""
+    for path in files:
+        if path.suffix != ".json" or path.name == "tokenizer.json":  # tokenizer.json holds vocabularies
+            continue
+        stack: list[tuple[str, Any]] = [("", read_json(path))]
+        while stack:
+            key, value = stack.pop()
+            if isinstance(value, dict) and key == "weight_map":  # tensor name -> shard file
+                stack.extend((key, shard) for shard in value.values())
+            elif isinstance(value, dict):
+                stack.extend(value.items())
+            elif isinstance(value, list):
+                stack.extend((key, item) for item in value)
+            elif (
+                isinstance(value, str)
+                and key.endswith(PATH_KEYS)
+                and not key.endswith("name_or_path")  # where the model came from: a record, never opened
+                and not _plain_name(value)
+            ):
+                raise UnsafeFormat(
+                    f"{shown(path, root)} names {value[:100]!r} for {key!r}: files a model reads must sit "
+                    "in its own folder, named without a directory"
+                )
+
+
+def _plain_name(value: str) -> bool:
+    return value not in ("", ".", "..") and not any(c in value for c in "/\\:") and "\x00" not in value
+
+
 def _mentions(path: Path, needle: bytes, block: int = 1 << 20) -> bool:
     """Whether the file's bytes hold ``needle``, read a block at a time."""
     tail = b""
@@ -275,9 +311,3 @@ def check_builtin(config: dict[str, Any]) -> None:
         )
     if config.get("is_encoder_decoder"):
         raise InvalidInput(f"encoder-decoder models ({model_type}) are not served by this runtime yet")
-
-
-def first_line(exc: BaseException) -> str:
-    """A framework's message, short and without the server's paths (the repository strips the artifact's)."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text[:300]

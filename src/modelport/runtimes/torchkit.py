@@ -7,22 +7,20 @@ from __future__ import annotations
 
 import gc
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import torch
 
-from modelport.errors import InvalidInput, LoadError, OutOfMemory
+from modelport.errors import LoadError, OutOfMemory
 from modelport.runtimes.base import LoadOptions, MemoryUse, is_cuda
 
 # never reach a model hub at run time: everything a version needs is in its artifact
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-
-T = TypeVar("T")
 
 TORCH_DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -69,14 +67,6 @@ def to_numpy(tensor: torch.Tensor) -> np.ndarray:
     return tensor.cpu().numpy()
 
 
-def from_numpy(array: np.ndarray, name: str, device: torch.device) -> torch.Tensor:
-    if array.dtype == object:
-        raise InvalidInput(f"input {name!r} is BYTES; this model takes numeric tensors", field="inputs")
-    if not array.flags.writeable:  # binary tensors arrive read-only; torch warns about sharing them
-        array = array.copy()
-    return torch.from_numpy(np.ascontiguousarray(array)).to(device)
-
-
 class GpuMeter:
     """GPU memory a load adds on its device (0 on the CPU)."""
 
@@ -118,8 +108,3 @@ def memory_of(module: Any, device: torch.device, gpu_bytes: int) -> MemoryUse:
     for tensor in [*module.parameters(), *module.buffers()]:
         total += tensor.numel() * tensor.element_size()
     return MemoryUse(host=total)
-
-
-def inference(fn: Callable[..., T], *args: Any) -> T:
-    with torch.inference_mode():
-        return fn(*args)

@@ -35,6 +35,7 @@ from modelport.runtimes.base import (
     Task,
     Tensors,
     TensorSpec,
+    first_line,
     text_array,
     texts_of,
 )
@@ -143,6 +144,7 @@ class TransformersRuntime(RuntimeBase):
         folder = configs[0].parent
         config: dict[str, Any] = textkit.read_json(configs[0])
         textkit.refuse_remote_code(files, artifact_dir)
+        textkit.refuse_outside_paths(files, artifact_dir)
         textkit.check_builtin(config)
         textkit.require_safetensors(folder, artifact_dir)
         textkit.require_tokenizer(folder, artifact_dir)
@@ -178,7 +180,7 @@ class TransformersRuntime(RuntimeBase):
         try:
             tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder), **local)
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise LoadError(f"transformers could not load the tokenizer: {textkit.first_line(exc)}") from None
+            raise LoadError(f"transformers could not load the tokenizer: {first_line(exc)}") from None
         meter = torchkit.GpuMeter(device)
         with torchkit.out_of_memory_as_error(device):
             try:
@@ -186,7 +188,7 @@ class TransformersRuntime(RuntimeBase):
                     str(folder), use_safetensors=True, dtype=torchkit.dtype_of(options), **local
                 )
             except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
-                raise LoadError(f"transformers could not load the model: {textkit.first_line(exc)}") from None
+                raise LoadError(f"transformers could not load the model: {first_line(exc)}") from None
             model = model.to(device).eval()
         self._gpu_bytes = meter.stop()
         self._model, self._tokenizer, self._device = model, tokenizer, device

@@ -36,7 +36,7 @@ Predict = Callable[[Tensors, Sequence[str] | None], Tensors]
 
 @dataclass(frozen=True)
 class BatchPolicy:
-    max_batch_size: int = limits.MAX_BATCH_SIZE  # rows, or elements when ``tokens``
+    max_batch_size: int = limits.MAX_BATCH_SIZE  # rows
     max_delay: float = limits.MAX_BATCH_DELAY_MS / 1000  # seconds to wait for more once one is queued
     max_queue: int = limits.MAX_QUEUE  # requests waiting per version; beyond it, 503 + Retry-After
     max_batch_tokens: int = limits.MAX_BATCH_TOKENS  # for runtimes batched by a token budget

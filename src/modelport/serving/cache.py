@@ -21,7 +21,7 @@ from modelport.errors import ModelportError, NotReady, OutOfMemory
 from modelport.monitoring.metrics import Metrics
 from modelport.registry import VersionRecord
 from modelport.repository import LoadedVersion, ModelRepository, smoke_test
-from modelport.runtimes.base import Batching, Scheduler, SchedulingRuntime
+from modelport.runtimes.base import Batching, LoadOptions, Scheduler, SchedulingRuntime, is_cuda
 from modelport.serving.batcher import Batcher, BatchPolicy, DirectScheduler
 from modelport.serving.memory import freeze_long_lived, release_memory, rss_bytes
 
@@ -37,6 +37,7 @@ class ServedVersion:
     memory: int  # host bytes charged to this version (at least its artifact size)
     gpu_memory: int = 0
     last_used: float = field(default_factory=time.monotonic)
+    retired: bool = False
 
     @property
     def record(self) -> VersionRecord:
@@ -82,29 +83,29 @@ class ModelCache:
         return served
 
     def _load(self, record: VersionRecord) -> ServedVersion:
-        if record.size > self.host_budget:
+        options = self.repository.options_for(record)
+        on_gpu = is_cuda(options.device)
+        # what the weights will take, as far as the artifact tells: on the GPU or on the host
+        expected = record.size // (2 if options.dtype in ("float16", "bfloat16") else 1)
+        if not on_gpu and record.size > self.host_budget:
             raise NotReady(
                 f"version {record.version} of {record.model!r} ({record.size} bytes) "
                 "exceeds the model memory budget"
             )
-        options = self.repository.options_for(record)
-        self._make_room(record.size, 0)
+        self._make_room(0 if on_gpu else record.size, expected if on_gpu else 0)
         before = rss_bytes()
         try:
-            loaded = self.repository.load(record, options=options)
-            try:
-                smoke_test(loaded)  # warm up before taking traffic
-            except Exception:
-                loaded.close()
+            loaded = self._load_warm(record, options)
+        except OutOfMemory:
+            if not self._evict_gpu_versions():
                 raise
-        except OutOfMemory as exc:
-            self.repository.mark_failed(record, exc.message)
-            raise
+            loaded = self._load_warm(record, options)  # once more, with the GPU to itself
         held = loaded.runtime.memory()
+        grown = max(rss_bytes() - before, held.host)
         served = ServedVersion(
             loaded,
             self._scheduler(loaded),
-            memory=max(rss_bytes() - before, held.host, record.size),
+            memory=grown if on_gpu else max(grown, record.size),
             gpu_memory=held.gpu,
         )
         with self._guard:
@@ -116,6 +117,31 @@ class ModelCache:
             "loaded %s v%d on %s (%.1f MB)", record.model, record.version, options.device, served.memory / 1e6
         )
         return served
+
+    def _load_warm(self, record: VersionRecord, options: LoadOptions) -> LoadedVersion:
+        """Load and warm up; a version that finds no room on its device is marked failed, with why."""
+        try:
+            loaded = self.repository.load(record, options=options)
+            try:
+                smoke_test(loaded)  # warm up before taking traffic
+            except Exception:
+                loaded.close()
+                raise
+        except OutOfMemory as exc:
+            if not self._gpu_keys():  # nothing left to make room with: this version cannot load here
+                self.repository.mark_failed(record, exc.message)
+            raise
+        return loaded
+
+    def _gpu_keys(self) -> list[Key]:
+        return [k for k, s in self._served.items() if s.gpu_memory > 0]
+
+    def _evict_gpu_versions(self) -> bool:
+        """Make the GPU free for one load that ran out of memory (their estimate was too low)."""
+        keys = self._gpu_keys()
+        for key in keys:
+            self.evict(*key)
+        return bool(keys)
 
     def _scheduler(self, loaded: LoadedVersion) -> Scheduler:
         """The runtime's declared batching decides what requests queue in."""
@@ -142,10 +168,25 @@ class ModelCache:
         except ModelportError:
             reload = True  # e.g. a device this server cannot give: the next request says why
         if reload:
-            self.evict(record.model, record.version)
+            self._reload(served, record)
             return
         served.loaded.record = record
         served.scheduler.configure(self._policy(served.loaded))
+
+    def _reload(self, served: ServedVersion, record: VersionRecord) -> None:
+        """Load the version the new way first, then switch to it and retire the old copy: requests
+        keep being answered throughout. If the new way fails, the old copy is taken out."""
+        key = (record.model, record.version)
+        try:
+            self._load(record)  # replaces the cache entry once warm
+        except Exception as exc:
+            log.warning("%s v%d could not be loaded with its new settings: %s", *key, exc)
+            with self._guard:
+                if self._served.get(key) is served:
+                    del self._served[key]
+        self._retire(served)
+        release_memory()
+        self._report()
 
     def used(self) -> int:
         return sum(s.memory for s in self._served.values())
@@ -186,6 +227,9 @@ class ModelCache:
 
     @staticmethod
     def _retire(served: ServedVersion) -> None:
+        if served.retired:  # e.g. evicted to make room while its replacement loaded
+            return
+        served.retired = True
         # requests that already hold this version finish on it, up to a bound
         if not served.scheduler.wait_idle(DRAIN_SECONDS):
             log.warning("%s v%d retired with requests in flight", served.record.model, served.record.version)
@@ -197,7 +241,7 @@ class ModelCache:
         served = self._served.get((record.model, record.version))
         if served is not None:
             options = served.loaded.options
-            placed = {"device": options.device, "dtype": options.dtype or "float32"}
+            placed = {"device": options.device, **({"dtype": options.dtype} if options.dtype else {})}
         else:
             placed = {"device": str(record.config.get("device", "auto"))}
             if "dtype" in record.config:

@@ -93,11 +93,7 @@ def is_torchscript(names: list[str]) -> bool:
     pickles = {n for n in names if n.endswith((".pkl", ".pickle"))}
     allowed = {f"{top}/data.pkl", f"{top}/constants.pkl"}
     code = any(n.startswith(f"{top}/code/") for n in names)
-    return (
-        code
-        and f"{top}/data.pkl" in pickles
-        and all(p in allowed or (p.startswith(f"{top}/code/") and p.endswith(".debug_pkl")) for p in pickles)
-    )
+    return code and f"{top}/data.pkl" in pickles and pickles <= allowed
 
 
 def classify_upload(path: Path, is_single_model_file: bool, *, allow_pickle: bool = False) -> UploadKind:
