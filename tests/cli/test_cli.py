@@ -125,3 +125,32 @@ def test_keys_and_audit_commands(cli: CliRunner, running: RunningServer) -> None
     assert [e["target"] for e in events] == ["ci-reader"]  # type: ignore[union-attr]
     denied = run_json(cli, "audit", "--action", "auth.denied", "--limit", "1")
     assert denied[0]["actor"] == "anonymous"  # type: ignore[index]
+
+
+def test_text_model_pushed_as_a_directory_and_predicted(
+    cli: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Hugging Face directory pushed from the CLI with --task, then text in and text out of predict."""
+    from tests.runtimes import textmodels
+
+    folder = textmodels.bert_classifier(tmp_path / "bert")
+    pushed = run_json(cli, "models", "push", "cli-bert", str(folder), "--task", "text-classification")
+    assert pushed["state"] == "ready" and pushed["framework"] == "transformers"  # type: ignore[index]
+    run_json(cli, "models", "promote", "cli-bert", "1")
+    predicted = run_json(cli, "predict", "cli-bert", "--data", '["a fine day", "a bad day"]')
+    outputs = predicted["outputs"]  # type: ignore[index]
+    assert len(outputs["label"]) == 2 and all(isinstance(label, str) for label in outputs["label"])
+    assert len(outputs["scores"]) == 2 and abs(sum(outputs["scores"][0]) - 1.0) < 1e-5
+    table = cli.invoke(app, ["predict", "cli-bert", "--data", '["a fine day"]'])
+    assert table.exit_code == 0 and "label" in table.stdout
+
+    # the same directory for its embeddings, normalised: runtime settings at push, checked by the runtime
+    args = ["models", "push", "cli-bert", str(folder), "--task", "feature-extraction"]
+    refused = cli.invoke(app, [*args, "--runtime", '{"pooling": "max"}'])
+    assert refused.exit_code != 0 and "pooling" in refused.output
+    assert cli.invoke(app, [*args, "--runtime", "[1]"]).exit_code == 2
+    pushed = run_json(cli, *args, "--runtime", '{"normalize": true}')
+    assert pushed["version"] == 2 and pushed["config"] == {"runtime": {"normalize": True}}  # type: ignore[index]
+    embedded = run_json(cli, "predict", "cli-bert", "--version", "2", "--data", '["a fine day"]')
+    vector = embedded["outputs"]["embedding"][0]  # type: ignore[index]
+    assert abs(sum(v * v for v in vector) - 1.0) < 1e-5

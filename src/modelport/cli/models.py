@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,6 +22,7 @@ from modelport.cli.common import (
     console,
     emit,
     err,
+    fail,
     print_json,
     say,
     table,
@@ -62,6 +64,22 @@ DeviceOpt = Annotated[
     str | None, typer.Option(help="auto (a GPU when there is one), cpu, cuda or cuda:N; default auto")
 ]
 DtypeOpt = Annotated[str | None, typer.Option(help="float32, float16 or bfloat16 (deep-learning runtimes)")]
+RuntimeOpt = Annotated[
+    str | None,
+    typer.Option(help="settings only the runtime reads, as a JSON object, e.g. '{\"normalize\": true}'"),
+]
+
+
+def _runtime(text: str | None) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        settings = json.loads(text)
+    except ValueError:
+        settings = None
+    if not isinstance(settings, dict):
+        fail(f"--runtime must be a JSON object, e.g. '{{\"normalize\": true}}'; got {text!r}", 2)
+    return dict(settings)
 
 
 def _batching(
@@ -167,6 +185,7 @@ def models_push(
     ] = None,
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
+    runtime: RuntimeOpt = None,
     max_batch_size: MaxBatchSizeOpt = None,
     max_delay_ms: MaxDelayOpt = None,
     max_queue: MaxQueueOpt = None,
@@ -180,6 +199,7 @@ def models_push(
     """Upload a model as the model's next version; a directory is sent as a .tar.gz of its files."""
     quiet = output is Output.json
     batching = _batching(max_batch_size, max_delay_ms, max_queue, max_batch_tokens)
+    settings = _runtime(runtime)
     if path.is_dir() and not quiet:
         say(f"packing {path} ...")
     with (
@@ -205,6 +225,7 @@ def models_push(
             device=device,
             dtype=dtype,
             task=task,
+            runtime=settings,
             **batching,
         )
     emit(data, output, VERSION_COLUMNS, "pushed")
@@ -226,6 +247,7 @@ def models_config(
     max_batch_tokens: MaxTokensOpt = None,
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
+    runtime: RuntimeOpt = None,
     output: OutputOpt = Output.table,
     url: UrlOpt = None,
     api_key: KeyOpt = None,
@@ -233,11 +255,14 @@ def models_config(
     insecure: InsecureOpt = False,
 ) -> None:
     """Show a version's serving settings; with options, change only those (the others stay). A new
-    device or dtype loads the version again that way on its next request."""
+    device, dtype or runtime setting loads the version again that way, then switches to it."""
     batching = _batching(max_batch_size, max_delay_ms, max_queue, max_batch_tokens)
+    settings = _runtime(runtime)
     with connect(url, api_key, ca_file, insecure) as client:
-        if batching or device or dtype:
-            config = client.configure_version(name, version, device=device, dtype=dtype, **batching)["config"]
+        if batching or device or dtype or settings is not None:
+            config = client.configure_version(
+                name, version, device=device, dtype=dtype, runtime=settings, **batching
+            )["config"]
         else:
             config = client.version_config(name, version)
     if output is Output.json:

@@ -67,11 +67,20 @@ class AsyncClient(BaseClient[httpx.AsyncClient, httpx.AsyncBaseTransport]):
         device: str | None = None,
         dtype: str | None = None,
         task: str | None = None,
+        runtime: dict[str, Any] | None = None,
         **batching: Unpack[Batching],
     ) -> JSONObject:
         async with _packed_off_loop(path) as file:
             call = calls.push(
-                name, file, framework, progress, batching, device=device, dtype=dtype, task=task
+                name,
+                file,
+                framework,
+                progress,
+                batching,
+                device=device,
+                dtype=dtype,
+                task=task,
+                runtime=runtime,
             )
             return await self._send(call)
 

@@ -6,6 +6,7 @@ response decoding and the mapping of error responses to the ``modelport.errors``
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
@@ -172,6 +173,7 @@ def push(
     device: str | None = None,
     dtype: str | None = None,
     task: str | None = None,
+    runtime: dict[str, Any] | None = None,
 ) -> Call[JSONObject]:
     """Upload a model file or archive (a directory: see ``packing.packed``) as the next version of
     ``name``, with its batching settings, device, dtype and task."""
@@ -179,6 +181,8 @@ def push(
     params: dict[str, Any] = {"filename": path.name, **({"framework": framework} if framework else {})}
     params.update(_given(batching or {}))
     params.update(_given({"device": device, "dtype": dtype, "task": task}))
+    if runtime is not None:
+        params["runtime"] = json.dumps(runtime)
     headers = {"Content-Type": "application/octet-stream", "Content-Length": str(path.stat().st_size)}
     upload = Upload(path, progress)
     return Call("POST", f"{_model(name)}/versions", _object, params=params, upload=upload, headers=headers)
@@ -205,7 +209,7 @@ def configure_version(
     name: str, version: int, batching: Batching, placement: Placement | None = None
 ) -> Call[JSONObject]:
     """Change only the settings given (a JSON merge patch); the answer is the version. A new device,
-    dtype or runtime setting loads the version again that way on its next request."""
+    dtype or runtime setting loads the version again that way, then switches to it."""
     body: dict[str, Any] = {"batching": _given(batching), **_given(placement or {})}
     return Call("PATCH", f"{_model(name)}/versions/{version}/config", _object, json=body)
 

@@ -64,6 +64,7 @@ class Client(BaseClient[httpx.Client, httpx.BaseTransport]):
         device: str | None = None,
         dtype: str | None = None,
         task: str | None = None,
+        runtime: dict[str, Any] | None = None,
         **batching: Unpack[Batching],
     ) -> JSONObject:
         """Upload a model file, an archive, or a directory (sent as a ``.tar.gz`` of its files) as the
@@ -71,13 +72,22 @@ class Client(BaseClient[httpx.Client, httpx.BaseTransport]):
 
         ``framework`` overrides detection; ``progress`` is called with each chunk's size as it is sent;
         ``device`` (auto, cpu, cuda, cuda:N) and ``dtype`` (float32, float16, bfloat16) place it; ``task``
-        says what a multi-task model does (e.g. ``feature-extraction``); ``max_batch_size``,
+        says what a multi-task model does (e.g. ``feature-extraction``); ``runtime`` holds settings only
+        its runtime reads (e.g. ``{"normalize": True}``); ``max_batch_size``,
         ``max_delay_ms``, ``max_queue``, ``max_batch_tokens`` set its batching. The answer's
         ``same_sha256_as`` lists the versions that already had the same bytes.
         """
         with packed(path) as file:
             call = calls.push(
-                name, file, framework, progress, batching, device=device, dtype=dtype, task=task
+                name,
+                file,
+                framework,
+                progress,
+                batching,
+                device=device,
+                dtype=dtype,
+                task=task,
+                runtime=runtime,
             )
             return self._send(call)
 

@@ -159,7 +159,7 @@ class ModelCache:
 
     def reconfigure(self, record: VersionRecord) -> None:
         """New batching settings apply to a loaded version at once; a new device, dtype or runtime
-        setting takes the version out of the cache, to be loaded again that way on its next request."""
+        setting loads the version again that way, then switches to it and retires the old copy."""
         served = self.peek((record.model, record.version))
         if served is None:
             return

@@ -4,6 +4,7 @@ show, configure, delete.
 No ``from __future__ import annotations`` here: FastAPI must see the route-local ``Annotated`` aliases.
 """
 
+import json
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -25,7 +26,7 @@ from modelport.api.management.schemas import (
     VersionOut,
 )
 from modelport.api.openapi import errors
-from modelport.errors import PayloadTooLarge
+from modelport.errors import InvalidInput, PayloadTooLarge
 from modelport.limits import BATCH_DELAY_LIMIT_MS, BATCH_SIZE_LIMIT, BATCH_TOKENS_LIMIT, QUEUE_LIMIT
 from modelport.registry import VersionRecord
 from modelport.repository import Upload
@@ -63,6 +64,19 @@ async def receive_artifact(request: Request, upload: Upload) -> str | None:
     return parts.finish()
 
 
+def runtime_settings(text: str | None) -> dict[str, Any] | None:
+    """The ``runtime`` query parameter: a JSON object (the runtime checks its keys at push)."""
+    if text is None:
+        return None
+    try:
+        settings = json.loads(text)
+    except ValueError:
+        settings = None
+    if not isinstance(settings, dict):
+        raise InvalidInput('runtime must be a JSON object, e.g. {"normalize": true}', field="runtime")
+    return settings
+
+
 def build_router(ctx: Context) -> APIRouter:
     router = management_router(tags=["versions"])
     registry = ctx.registry
@@ -89,6 +103,10 @@ def build_router(ctx: Context) -> APIRouter:
         device: Annotated[Device | None, Query()] = None,
         dtype: Annotated[Dtype | None, Query()] = None,
         task: Annotated[str | None, Query(max_length=64, pattern=r"^[a-z][a-z0-9-]*$")] = None,
+        runtime: Annotated[
+            str | None,
+            Query(max_length=4096, description='runtime settings as a JSON object, e.g. {"normalize": true}'),
+        ] = None,
     ) -> PushedVersionOut:
         """Body: the artifact's bytes (``--data-binary @model.skops``), or ``multipart/form-data`` with
         exactly one file part (``-F file=@model.skops``, its file name used unless ``filename`` is
@@ -97,6 +115,7 @@ def build_router(ctx: Context) -> APIRouter:
         ``same_sha256_as`` lists the versions that already had these exact bytes."""
         if declared_over(request.headers.get("content-length"), ctx.max_upload):
             raise PayloadTooLarge(f"artifact exceeds the upload limit of {ctx.max_upload} bytes")
+        settings = runtime_settings(runtime)
         upload = ctx.repository.begin_upload()
         try:
             part_name = await receive_artifact(request, upload)
@@ -112,6 +131,7 @@ def build_router(ctx: Context) -> APIRouter:
             ),
             device=device,
             dtype=dtype,
+            runtime=settings,
         ).as_config()
         name = filename or part_name or None
         record = await run_in_threadpool(
