@@ -202,7 +202,9 @@ class SentenceTransformersRuntime(RuntimeBase):
         if not texts:
             return out
         chunks = textkit.plan_chunks(self._lengths(texts), textkit.call_tokens(device.type))
-        with torch.inference_mode():
+        from modelport.runtimes.torchkit import batch_memory_as_overload
+
+        with batch_memory_as_overload(device), torch.inference_mode():
             for chunk in chunks:
                 with self._tokenizing:
                     features = model.preprocess([texts[i] for i in chunk], prompt=self._prompt)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from modelport.errors import InvalidInput, LoadError, Overloaded
+from modelport.errors import InvalidInput, LoadError
 from modelport.runtimes import torchcheck
 from modelport.runtimes.base import (
     Batching,
@@ -145,11 +145,8 @@ class TorchRuntime(RuntimeBase):
         tensors = _input_tensors(inputs, spec, self._device, self._compute)
         args, kwargs = self._arrange(tensors)
         try:
-            with torch.inference_mode():
+            with torchkit.batch_memory_as_overload(self._device), torch.inference_mode():
                 result = self._module(*args, **kwargs)
-        except torch.cuda.OutOfMemoryError:
-            torchkit.release(self._device)
-            raise Overloaded(f"not enough memory on {self._device} for this batch; send fewer rows") from None
         except (RuntimeError, AssertionError, ValueError, TypeError, IndexError) as exc:
             raise InvalidInput(f"the model rejected the inputs: {_first_line(exc)}", field="inputs") from None
         flat = _flatten(result, spec.output_names())

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from modelport.errors import LoadError, OutOfMemory
+from modelport.errors import LoadError, OutOfMemory, Overloaded
 from modelport.runtimes.base import LoadOptions, MemoryUse, is_cuda
 
 # never reach a model hub at run time: everything a version needs is in its artifact
@@ -91,6 +91,16 @@ def out_of_memory_as_error(device: torch.device) -> Iterator[None]:
     except torch.cuda.OutOfMemoryError:
         release(device)
         raise OutOfMemory(f"not enough memory on {device} to load the model") from None
+
+
+@contextmanager
+def batch_memory_as_overload(device: torch.device) -> Iterator[None]:
+    """A batch that does not fit the device's free memory: 503 with Retry-After (fewer rows may fit)."""
+    try:
+        yield
+    except torch.cuda.OutOfMemoryError:
+        release(device)
+        raise Overloaded(f"not enough memory on {device} for this batch; send fewer rows") from None
 
 
 def release(device: torch.device | None = None) -> None:

@@ -282,7 +282,10 @@ class TransformersRuntime(RuntimeBase):
             raise InvalidInput(f"text {empty[0]} has no tokens for this model", field="inputs")
         pad = {"input_ids": int(self._tokenizer.pad_token_id or 0), "token_type_ids": 0}
         rows = textkit.CHUNK_ROWS if self._masked else 1  # a model without a mask sees no padding
-        with torch.inference_mode():
+        from modelport.runtimes.torchkit import batch_memory_as_overload
+
+        assert self._device is not None, "load() first"
+        with batch_memory_as_overload(self._device), torch.inference_mode():
             cost = textkit.call_tokens(self._device.type if self._device else "cpu")
             for chunk in textkit.plan_chunks([len(row) for row in ids], cost, max_rows=rows):
                 batch = {
@@ -353,8 +356,11 @@ class TransformersRuntime(RuntimeBase):
             bos_token_id=generation.bos_token_id,
             pad_token_id=self._tokenizer.pad_token_id if self._tokenizer.pad_token_id is not None else eos,
         )
+        from modelport.runtimes.torchkit import batch_memory_as_overload
+
+        assert self._device is not None, "load() first"
         prompt = torch.tensor([ids], dtype=torch.long, device=self._device)
-        with torch.inference_mode():
+        with batch_memory_as_overload(self._device), torch.inference_mode():
             generated = self._model.generate(
                 input_ids=prompt, attention_mask=torch.ones_like(prompt), generation_config=config
             )
