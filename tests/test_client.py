@@ -225,7 +225,10 @@ def managing(artifacts: dict[str, Path], model_dir: Path) -> dict[str, Step]:
         "configure": step("configure_version", "tulips", 1, max_queue=16),
         "config after": step("version_config", "tulips", 1),
         "push placed": step("push", "tulips", iris, device="cpu", dtype="float16", max_batch_tokens=512),
-        "place": step("configure_version", "tulips", 2, device="auto", runtime={"normalize": True}),
+        "place": step("configure_version", "tulips", 2, device="auto"),
+        "sklearn reads no runtime settings": step(
+            "configure_version", "tulips", 2, runtime={"normalize": True}
+        ),
         "push on tpu": step("push", "tulips", iris, device="tpu"),
         "push same bytes": step("push", "tulips", iris),
         "push directory": step("push", "tulips", model_dir),
@@ -268,8 +271,8 @@ async def test_management_calls_sync_and_async_alike(
         "batching": {"max_batch_tokens": 512},
         "device": "auto",
         "dtype": "float16",
-        "runtime": {"normalize": True},
     }
+    assert r["sklearn reads no runtime settings"][:2] == (InvalidInput, 400)
     assert r["push on tpu"][:2] == (InvalidInput, 400)
     assert r["push batched"]["same_sha256_as"] == [] and r["push same bytes"]["same_sha256_as"] == [1, 2]
     assert r["push directory"]["state"] == "ready"

@@ -54,3 +54,22 @@ def test_keras_recipe(api: TestClient, tmp_path: Path) -> None:
     r = push(api, "clf", tmp_path / "model.keras")
     assert r.status_code == 201 and r.json()["state"] == "ready", r.text
     assert sum(infer(api, "clf", "features")) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_hugging_face_recipe_archive_command(api: TestClient, tmp_path: Path) -> None:
+    """The recipe's ``tar`` line (its ``./`` root entry included) makes an archive that pushes as is."""
+    import shutil
+
+    from tests.runtimes import textmodels
+
+    if shutil.which("tar") is None:
+        pytest.skip("tar is not installed")
+    text = DOC.read_text()
+    shell = re.search(r"```sh\n(.*?)```", text[text.index("## Hugging Face transformers\n") :], re.S)
+    assert shell is not None
+    command = next(line for line in shell.group(1).splitlines() if line.startswith("tar "))
+    textmodels.bert_classifier(tmp_path / "export")
+    subprocess.run(command, shell=True, cwd=tmp_path, check=True)
+    r = push(api, "sentiment", tmp_path / "model.tar")
+    assert r.status_code == 201 and r.json()["state"] == "ready", r.text
+    assert [o["name"] for o in r.json()["signature"]["outputs"]] == ["label", "scores"]

@@ -170,7 +170,10 @@ class ModelRepository:
             with storage_errors():
                 check_name(model, field="model")
                 digest = upload.finish()
-                vetting = LoadOptions(task=task, settings=(config or {}).get("runtime", {}))
+                config = config or {}
+                vetting = LoadOptions(
+                    dtype=config.get("dtype"), task=task, settings=config.get("runtime", {})
+                )
                 manifest, detected = self._stage(upload, staging, framework, filename, vetting)
                 self.registry.models.ensure_model(model, by=by)
                 # pinned before the store is looked at: a concurrent delete (any process, any host)
@@ -340,12 +343,13 @@ class ModelRepository:
                 f"the {record.framework} runtime runs on {', '.join(declared)}, not {device!r}",
                 field="device",
             )
-        settings = config.get("runtime") or {}
-        if settings == (record.config.get("runtime") or {}):
+        settings, dtype = config.get("runtime") or {}, config.get("dtype")
+        if settings == (record.config.get("runtime") or {}) and dtype == record.config.get("dtype"):
             return
         workdir = self._materialise(record)
         try:
-            runtime.vet(workdir, LoadOptions(task=record.metadata.get("task"), settings=settings))
+            task = record.metadata.get("task")
+            runtime.vet(workdir, LoadOptions(dtype=dtype, task=task, settings=settings))
         except ModelportError as exc:
             exc.message = self._scrubbed(exc.message, workdir)
             raise

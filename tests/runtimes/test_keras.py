@@ -107,6 +107,16 @@ def test_functional_model_is_served(api: TestClient, models: dict[str, Path], fi
     np.testing.assert_allclose(alone["probs"][0], served["probs"][2], atol=1e-6)
 
 
+def test_settings_keras_does_not_read_are_refused(api: TestClient, models: dict[str, Path]) -> None:
+    for params in ({"dtype": "float16"}, {"task": "text-classification"}, {"runtime": '{"pooling": "cls"}'}):
+        r = push(api, "strict", models["functional.keras"], **params)
+        assert r.status_code == 400, (params, r.text)
+    assert push(api, "strict", models["functional.keras"]).json()["state"] == "ready"
+    patched = api.patch("/api/v1/models/strict/versions/1/config", json={"dtype": "bfloat16"})
+    assert patched.status_code == 400 and "dtype" in patched.text
+    assert api.get("/api/v1/models/strict/versions/1/config").json() == {}
+
+
 def test_sequential_and_multi_input_models(api: TestClient, models: dict[str, Path]) -> None:
     version = push(api, "seq", models["sequential.keras"]).json()
     assert version["state"] == "ready", version

@@ -170,7 +170,7 @@ def models_versions(
 def models_push(
     name: str,
     path: Annotated[
-        Path, typer.Argument(exists=True, help="model file, .zip/.tar.gz archive, or a directory")
+        Path, typer.Argument(exists=True, help="model file, .zip/.tar/.tar.gz archive, or a directory")
     ],
     framework: Annotated[
         str | None,

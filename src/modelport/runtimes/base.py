@@ -220,13 +220,25 @@ class RuntimeBase:
 
     @classmethod
     def vet(cls, artifact_dir: Path, options: LoadOptions) -> None:
-        return None
+        refuse_unread_options(cls.framework, options)
 
     def memory(self) -> MemoryUse:
         return MemoryUse()
 
     def unload(self) -> None:
         return None
+
+
+def refuse_unread_options(framework: str, options: LoadOptions) -> None:
+    """A runtime that reads no runtime settings and has one task refuses to be given either: a setting
+    that would silently do nothing is a mistake worth a 400."""
+    if options.settings:
+        raise InvalidInput(
+            f"the {framework} runtime takes no runtime settings; got {sorted(options.settings)}",
+            field="runtime",
+        )
+    if options.task:
+        raise InvalidInput(f"the {framework} runtime takes no task; got {options.task!r}", field="task")
 
 
 def find_model_file(artifact_dir: Path, runtime: type[Runtime]) -> Path:

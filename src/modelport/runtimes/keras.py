@@ -32,6 +32,7 @@ from modelport.runtimes.base import (
     TensorSpec,
     find_model_file,
     first_line,
+    refuse_unread_options,
     select,
 )
 from modelport.serving.datatypes import numpy_dtype
@@ -53,6 +54,10 @@ CODE_LAYERS = {
 }
 # the Keras modules a function saved by name only ("module": "builtins") is looked up in
 BUILTIN_FUNCTION_MODULES = ("activations", "losses", "metrics")
+DTYPE_REFUSAL = (
+    "the keras runtime runs a model in the dtypes it was saved with; dtype {!r} is not supported "
+    "(save the model with a Keras dtype policy instead)"
+)
 REBUILD = "rebuild the model with Keras' built-in layers, or export it (ONNX, torch.export)"
 _V2 = {
     "bool": "BOOL", "uint8": "UINT8", "int8": "INT8", "int16": "INT16", "int32": "INT32", "int64": "INT64",
@@ -102,6 +107,9 @@ class KerasRuntime(RuntimeBase):
 
     @classmethod
     def vet(cls, artifact_dir: Path, options: LoadOptions) -> None:
+        refuse_unread_options(cls.framework, options)
+        if options.dtype not in (None, "float32"):
+            raise InvalidInput(DTYPE_REFUSAL.format(options.dtype), field="dtype")
         path = find_model_file(artifact_dir, cls)
         with zipfile.ZipFile(path) as zf:
             try:
@@ -119,10 +127,7 @@ class KerasRuntime(RuntimeBase):
         from modelport.runtimes import torchkit
 
         if options.dtype not in (None, "float32"):
-            raise LoadError(
-                f"the keras runtime runs a model in the dtypes it was saved with; dtype {options.dtype!r} "
-                "is not supported (save the model with a Keras dtype policy instead)"
-            )
+            raise LoadError(DTYPE_REFUSAL.format(options.dtype))
         torchkit.use_threads(options.threads)
         device = torchkit.device_of(options)
         keras = import_keras()

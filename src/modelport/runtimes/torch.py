@@ -31,6 +31,7 @@ from modelport.runtimes.base import (
     Tensors,
     TensorSpec,
     find_model_file,
+    refuse_unread_options,
     select,
 )
 from modelport.serving.datatypes import numpy_dtype
@@ -72,6 +73,7 @@ class TorchRuntime(RuntimeBase):
 
     @classmethod
     def vet(cls, artifact_dir: Path, options: LoadOptions) -> None:
+        refuse_unread_options(cls.framework, options)
         path = find_model_file(artifact_dir, cls)
         declared = _read_signature(path)
         if _archive_kind(path) == "pt2":

@@ -31,6 +31,12 @@ def safe_member_path(name: str) -> PurePosixPath:
     return PurePosixPath(*parts)
 
 
+def _check_dir(name: str) -> None:
+    """A directory entry; ``.`` is the archive's own root (``tar -cf model.tar -C export .`` writes it)."""
+    if name.rstrip("/") != ".":
+        safe_member_path(name)
+
+
 class _Budget:
     def __init__(self, max_entries: int, max_bytes: int) -> None:
         self.entries_left = max_entries
@@ -69,7 +75,7 @@ def extract_zip(archive: Path, root: Path, *, max_entries: int, max_bytes: int) 
                 if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
                     raise UnsafeArchive(f"archive member {info.filename!r} is a link or special file")
                 if info.is_dir():
-                    safe_member_path(info.filename)
+                    _check_dir(info.filename)
                     continue
                 dest = _target(root, info.filename)
                 with zf.open(info) as src:
@@ -85,7 +91,7 @@ def extract_tar(archive: Path, root: Path, *, max_entries: int, max_bytes: int) 
             for member in tf:
                 budget.entry()
                 if member.isdir():
-                    safe_member_path(member.name)
+                    _check_dir(member.name)
                     continue
                 if not member.isfile():
                     raise UnsafeArchive(f"archive member {member.name!r} is a link or special file")
