@@ -2,7 +2,6 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-TORCH_VERSION ?= 2.13.0
 
 .PHONY: demo test lint format postgres clean
 
@@ -10,7 +9,7 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first, pinned: 2.13.0 is a CPU build (an unpinned torch pulls a multi-GB CUDA build)
-	$(BIN)/python -m pip install -q 'torch==$(TORCH_VERSION)'
+	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
 

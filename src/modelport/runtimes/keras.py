@@ -26,10 +26,10 @@ from modelport.runtimes.base import (
     LoadOptions,
     MemoryUse,
     Placement,
-    RuntimeBase,
     Signature,
     Tensors,
     TensorSpec,
+    TorchModelRuntime,
     find_model_file,
     first_line,
     refuse_unread_options,
@@ -41,7 +41,7 @@ if importlib.util.find_spec("keras") is None or importlib.util.find_spec("torch"
     raise ImportError("keras and torch are not installed")
 
 if TYPE_CHECKING:
-    import torch
+    pass
 
 # layers that run a program Keras does not describe: Python bytecode, a pickled torch module, JAX or
 # TensorFlow functions
@@ -80,17 +80,15 @@ def import_keras() -> Any:
     return keras
 
 
-class KerasRuntime(RuntimeBase):
+class KerasRuntime(TorchModelRuntime):
     framework: ClassVar[str] = "keras"
     capabilities: ClassVar[Capabilities] = Capabilities(
         placement=Placement.THREAD, batching=Batching.ROWS, devices=("cuda", "cpu")
     )
 
     def __init__(self) -> None:
-        self._model: Any = None
+        super().__init__()
         self._signature: Signature | None = None
-        self._device: torch.device | None = None
-        self._gpu_bytes = 0
 
     @classmethod
     def recognise(cls, path: Path) -> bool:
@@ -197,13 +195,6 @@ class KerasRuntime(RuntimeBase):
         if self._device.type == "cuda":
             return MemoryUse(gpu=self._gpu_bytes)
         return MemoryUse(host=sum(w.value.numel() * w.value.element_size() for w in self._model.weights))
-
-    def unload(self) -> None:
-        device, self._model, self._device = self._device, None, None
-        if device is not None:
-            from modelport.runtimes import torchkit
-
-            torchkit.release(device)
 
 
 def check_config(config: Any, is_builtin_function: Any) -> None:

@@ -24,13 +24,12 @@ from modelport.runtimes.base import (
     Batching,
     Capabilities,
     LoadOptions,
-    MemoryUse,
     Placement,
-    RuntimeBase,
     Signature,
     Task,
     Tensors,
     TensorSpec,
+    TorchModelRuntime,
     first_line,
     texts_of,
 )
@@ -42,7 +41,7 @@ for _needed in ("torch", "transformers", "sentence_transformers", "safetensors")
         )
 
 if TYPE_CHECKING:
-    import torch
+    pass
 
 # modules that only compute (no code of their own, weights in safetensors), by class name...
 MODULES = ("Transformer", "Pooling", "Normalize", "Dense", "LayerNorm", "Dropout", "WeightedLayerPooling")
@@ -74,7 +73,7 @@ def module_class(type_name: str) -> str:
     return type_name.rsplit(".", 1)[-1]
 
 
-class SentenceTransformersRuntime(RuntimeBase):
+class SentenceTransformersRuntime(TorchModelRuntime):
     framework: ClassVar[str] = "sentence-transformers"
     capabilities: ClassVar[Capabilities] = Capabilities(
         tasks=frozenset({Task.PREDICT, Task.EMBED}),
@@ -84,12 +83,10 @@ class SentenceTransformersRuntime(RuntimeBase):
     )
 
     def __init__(self) -> None:
-        self._model: Any = None
-        self._device: torch.device | None = None
+        super().__init__()
         self._signature: Signature | None = None
         self._max_length: int | None = None
         self._prompt: str | None = None
-        self._gpu_bytes = 0
         self._tokenizing = threading.Lock()
 
     # ---- recognise and vet ------------------------------------------------------------------------
@@ -106,7 +103,7 @@ class SentenceTransformersRuntime(RuntimeBase):
     def _vetted(cls, artifact_dir: Path, options: LoadOptions) -> Path:
         """The model's folder (where ``modules.json`` is), once everything that must be refused is."""
         files = textkit.files_under(artifact_dir)
-        textkit.refuse_pickled_weights(files, artifact_dir)
+        textkit.refuse_code(files, artifact_dir)
         found = [p for p in files if cls.recognise(p)]
         if not found:
             raise InvalidInput("no sentence-transformers modules.json in the artifact")
@@ -123,16 +120,12 @@ class SentenceTransformersRuntime(RuntimeBase):
             )
         if sum(module_class(m["type"]) == INPUT_MODULE for m in modules) != 1:
             raise InvalidInput(f"a sentence-transformers model here has exactly one {INPUT_MODULE} module")
-        textkit.refuse_remote_code(files, artifact_dir)
-        textkit.refuse_outside_paths(files, artifact_dir)
         check_model_type(root / "config_sentence_transformers.json")
         encoder = root / modules[0]["path"]
         config = textkit.read_json(encoder / "config.json")
         if not textkit.is_hf_config(config):
             raise InvalidInput(f"no transformers config.json in {textkit.shown(encoder, artifact_dir)!r}")
-        textkit.check_builtin(config)
-        textkit.require_safetensors(encoder, artifact_dir)
-        textkit.require_tokenizer(encoder, artifact_dir)
+        textkit.check_encoder(encoder, config, artifact_dir)
         if options.task is not None and options.task not in TASKS:
             raise InvalidInput(
                 f"a sentence-transformers model does {', '.join(TASKS)}, not {options.task!r}", field="task"
@@ -225,21 +218,6 @@ class SentenceTransformersRuntime(RuntimeBase):
                 texts, return_attention_mask=False, return_token_type_ids=False, verbose=False, **truncate
             )
         return [len(ids) for ids in encoded["input_ids"]]
-
-    # ---- memory ---------------------------------------------------------------------------------------
-    def memory(self) -> MemoryUse:
-        if self._model is None or self._device is None:
-            return MemoryUse()
-        from modelport.runtimes.torchkit import memory_of
-
-        return memory_of(self._model, self._device, self._gpu_bytes)
-
-    def unload(self) -> None:
-        device, self._model = self._device, None
-        if device is not None:
-            from modelport.runtimes.torchkit import release
-
-            release(device)
 
 
 def check_module(module: dict[str, Any], root: Path, artifact_dir: Path) -> None:

@@ -3,8 +3,9 @@ reading a Hugging Face directory's small JSON files, refusing what could run cod
 the version's ``runtime`` settings, and planning length-sorted chunks of a merged batch.
 
 Security rules for a Hugging Face directory (``vet``, before anything is stored):
-weights must be safetensors (pickle formats can run code when loaded), and no config may name code to
-import (``auto_map``: transformers would need ``trust_remote_code``, which modelport never turns on).
+weights must be safetensors (pickle formats can run code when loaded), no config may name code to
+import (``auto_map``: transformers would need ``trust_remote_code``, which modelport never turns on), and
+a config value naming a file must name one inside the model's folder.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 from modelport.errors import InvalidInput, UnsafeFormat
 
 # never reach a model hub: everything a version needs is in its artifact. Set when the text runtimes are
-# imported (at server start), before anything imports transformers, which reads them once (as torchkit)
+# imported (at server start), before anything imports transformers, which reads them once
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -104,6 +105,22 @@ def files_under(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file())
 
 
+def refuse_code(files: Iterable[Path], root: Path) -> None:
+    """Everything in a Hugging Face artifact that would make a library run or read what it must not:
+    pickled weights, configs naming code to import, config values naming files outside the model."""
+    files = list(files)
+    refuse_pickled_weights(files, root)
+    refuse_remote_code(files, root)
+    refuse_outside_paths(files, root)
+
+
+def check_encoder(folder: Path, config: dict[str, Any], root: Path) -> None:
+    """A transformers model folder that can load: a built-in model type, safetensors, a tokenizer."""
+    check_builtin(config)
+    require_safetensors(folder, root)
+    require_tokenizer(folder, root)
+
+
 def refuse_pickled_weights(files: Iterable[Path], root: Path) -> None:
     """Weights in a pickle format can run code when loaded: refused, with the way to convert them."""
     files = list(files)
@@ -148,7 +165,8 @@ def refuse_outside_paths(files: Iterable[Path], root: Path) -> None:
     for path in files:
         if path.suffix != ".json" or path.name == "tokenizer.json":  # tokenizer.json holds vocabularies
             continue
-        stack: list[tuple[str, Any]] = [("", read_json(path))]
+        # read whatever its size: padding must not hide a path past the small-config limit
+        stack: list[tuple[str, Any]] = [("", read_json(path, limit=LARGE_JSON_LIMIT))]
         while stack:
             key, value = stack.pop()
             if isinstance(value, dict) and key == "weight_map":  # tensor name -> shard file

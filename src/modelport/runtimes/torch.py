@@ -24,12 +24,11 @@ from modelport.runtimes.base import (
     Batching,
     Capabilities,
     LoadOptions,
-    MemoryUse,
     Placement,
-    RuntimeBase,
     Signature,
     Tensors,
     TensorSpec,
+    TorchModelRuntime,
     find_model_file,
     refuse_unread_options,
     select,
@@ -53,19 +52,17 @@ SIGNATURE_HINT = (
 _FLOATS = ("FP16", "BF16", "FP32", "FP64")
 
 
-class TorchRuntime(RuntimeBase):
+class TorchRuntime(TorchModelRuntime):
     framework: ClassVar[str] = "torch"
     capabilities: ClassVar[Capabilities] = Capabilities(
         placement=Placement.THREAD, batching=Batching.ROWS, devices=("cuda", "cpu")
     )
 
     def __init__(self) -> None:
-        self._module: Any = None
+        super().__init__()
         self._signature: Signature | None = None
-        self._device: torch.device | None = None
         self._compute: torch.dtype | None = None  # floating inputs are cast to it (None: as declared)
         self._arrange: Callable[[list[Any]], tuple[tuple[Any, ...], dict[str, Any]]] = _positional
-        self._gpu_bytes = 0
 
     @classmethod
     def recognise(cls, path: Path) -> bool:
@@ -129,7 +126,7 @@ class TorchRuntime(RuntimeBase):
         with torchkit.out_of_memory_as_error(device):
             module.to(device)
         self._gpu_bytes = meter.stop()
-        self._module = module
+        self._model = module
         self._device = device
 
     def signature(self) -> Signature:
@@ -148,7 +145,7 @@ class TorchRuntime(RuntimeBase):
         args, kwargs = self._arrange(tensors)
         try:
             with torchkit.batch_memory_as_overload(self._device), torch.inference_mode():
-                result = self._module(*args, **kwargs)
+                result = self._model(*args, **kwargs)
         except (RuntimeError, AssertionError, ValueError, TypeError, IndexError) as exc:
             raise InvalidInput(f"the model rejected the inputs: {_first_line(exc)}", field="inputs") from None
         flat = _flatten(result, spec.output_names())
@@ -158,20 +155,6 @@ class TorchRuntime(RuntimeBase):
             )
         out = {t.name: _as_declared(tensor, t) for t, tensor in zip(spec.outputs, flat, strict=True)}
         return select(out, wanted)
-
-    def memory(self) -> MemoryUse:
-        from modelport.runtimes import torchkit
-
-        if self._module is None or self._device is None:
-            return MemoryUse()
-        return torchkit.memory_of(self._module, self._device, self._gpu_bytes)
-
-    def unload(self) -> None:
-        device, self._module, self._device = self._device, None, None
-        if device is not None:
-            from modelport.runtimes import torchkit
-
-            torchkit.release(device)
 
 
 # ---- recognising -----------------------------------------------------------------------------------------

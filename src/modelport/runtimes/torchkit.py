@@ -6,21 +6,15 @@ Imported only by runtimes that need torch; importing it imports torch.
 from __future__ import annotations
 
 import gc
-import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import numpy as np
 import torch
 
-from modelport.errors import LoadError, OutOfMemory, Overloaded
+from modelport.errors import LoadError, ModelportError, OutOfMemory, Overloaded
 from modelport.runtimes.base import LoadOptions, MemoryUse, is_cuda
-
-# never reach a model hub at run time: everything a version needs is in its artifact
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 TORCH_DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -84,23 +78,22 @@ class GpuMeter:
 
 
 @contextmanager
-def out_of_memory_as_error(device: torch.device) -> Iterator[None]:
+def _out_of_memory_as(device: torch.device, error: type[ModelportError], what: str) -> Iterator[None]:
+    try:
+        yield
+    except torch.cuda.OutOfMemoryError:
+        release(device)
+        raise error(f"not enough memory on {device} {what}") from None
+
+
+def out_of_memory_as_error(device: torch.device) -> AbstractContextManager[None]:
     """A device without room for the version: a clean ``OutOfMemory`` (the version is marked failed)."""
-    try:
-        yield
-    except torch.cuda.OutOfMemoryError:
-        release(device)
-        raise OutOfMemory(f"not enough memory on {device} to load the model") from None
+    return _out_of_memory_as(device, OutOfMemory, "to load the model")
 
 
-@contextmanager
-def batch_memory_as_overload(device: torch.device) -> Iterator[None]:
+def batch_memory_as_overload(device: torch.device) -> AbstractContextManager[None]:
     """A batch that does not fit the device's free memory: 503 with Retry-After (fewer rows may fit)."""
-    try:
-        yield
-    except torch.cuda.OutOfMemoryError:
-        release(device)
-        raise Overloaded(f"not enough memory on {device} for this batch; send fewer rows") from None
+    return _out_of_memory_as(device, Overloaded, "for this batch; send fewer rows")
 
 
 def release(device: torch.device | None = None) -> None:

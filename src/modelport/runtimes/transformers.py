@@ -28,13 +28,12 @@ from modelport.runtimes.base import (
     Batching,
     Capabilities,
     LoadOptions,
-    MemoryUse,
     Placement,
-    RuntimeBase,
     Signature,
     Task,
     Tensors,
     TensorSpec,
+    TorchModelRuntime,
     first_line,
     text_array,
     texts_of,
@@ -97,7 +96,7 @@ def check_generation_length(max_new_tokens: int, longest: int | None) -> None:
         )
 
 
-class TransformersRuntime(RuntimeBase):
+class TransformersRuntime(TorchModelRuntime):
     framework: ClassVar[str] = "transformers"
     capabilities: ClassVar[Capabilities] = Capabilities(
         tasks=frozenset({Task.PREDICT, Task.EMBED}),  # EMBED for feature-extraction versions
@@ -107,9 +106,8 @@ class TransformersRuntime(RuntimeBase):
     )
 
     def __init__(self) -> None:
-        self._model: Any = None
+        super().__init__()
         self._tokenizer: Any = None
-        self._device: torch.device | None = None
         self._task = FEATURES
         self._settings: dict[str, Any] = {}
         self._signature: Signature | None = None
@@ -117,7 +115,6 @@ class TransformersRuntime(RuntimeBase):
         self._inputs: tuple[str, ...] = ()  # token inputs besides ids the model's forward takes
         self._masked = True  # the model's forward takes an attention mask
         self._labels: list[str] = []
-        self._gpu_bytes = 0
         self._tokenizing = threading.Lock()
 
     # ---- recognise and vet ------------------------------------------------------------------------
@@ -134,7 +131,7 @@ class TransformersRuntime(RuntimeBase):
     def _vetted(cls, artifact_dir: Path, options: LoadOptions) -> tuple[Path, str, dict[str, Any]]:
         """The model's folder, its task and its settings, once everything that must be refused is."""
         files = textkit.files_under(artifact_dir)
-        textkit.refuse_pickled_weights(files, artifact_dir)
+        textkit.refuse_code(files, artifact_dir)
         configs = [p for p in files if cls.recognise(p)]
         if not configs:
             raise InvalidInput("no transformers config.json (with a model_type) in the artifact")
@@ -143,11 +140,7 @@ class TransformersRuntime(RuntimeBase):
             raise InvalidInput(f"several transformers models in the artifact ({names}); push one at a time")
         folder = configs[0].parent
         config: dict[str, Any] = textkit.read_json(configs[0])
-        textkit.refuse_remote_code(files, artifact_dir)
-        textkit.refuse_outside_paths(files, artifact_dir)
-        textkit.check_builtin(config)
-        textkit.require_safetensors(folder, artifact_dir)
-        textkit.require_tokenizer(folder, artifact_dir)
+        textkit.check_encoder(folder, config, artifact_dir)
         task = check_task(options.task, config)
         settings = textkit.check_settings(options.settings, SETTINGS[task], f"a {task} model")
         if task == GENERATION:
@@ -368,16 +361,6 @@ class TransformersRuntime(RuntimeBase):
         return str(self._tokenizer.decode(continuation, skip_special_tokens=True))
 
     # ---- memory ---------------------------------------------------------------------------------------
-    def memory(self) -> MemoryUse:
-        if self._model is None or self._device is None:
-            return MemoryUse()
-        from modelport.runtimes.torchkit import memory_of
-
-        return memory_of(self._model, self._device, self._gpu_bytes)
-
     def unload(self) -> None:
-        device, self._model, self._tokenizer = self._device, None, None
-        if device is not None:
-            from modelport.runtimes.torchkit import release
-
-            release(device)
+        self._tokenizer = None
+        super().unload()
