@@ -218,7 +218,7 @@ class FakeSchedulingRuntime(FakeRuntime):
     capabilities = Capabilities(batching=Batching.OWN)
     schedulers: list[OwnScheduler] = []  # noqa: RUF012 - tests read what the server made
 
-    def scheduler(self, executor: object) -> OwnScheduler:
+    def scheduler(self, executor: object, policy: object, report: object) -> OwnScheduler:
         made = OwnScheduler()
         FakeSchedulingRuntime.schedulers.append(made)
         return made

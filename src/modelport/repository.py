@@ -108,7 +108,9 @@ class LoadedVersion:
     runtime: Runtime
     signature: Signature
     workdir: Path
-    capabilities: Capabilities  # the framework's declaration (``runtime`` may be a process wrapper)
+    capabilities: (
+        Capabilities  # the loaded version's (``runtime`` may be a process wrapper: then its class's)
+    )
     options: LoadOptions
 
     def close(self) -> None:
@@ -376,6 +378,8 @@ class ModelRepository:
                 raise
             except Exception as exc:
                 raise LoadError(f"{framework} could not load the model: {type(exc).__name__}") from None
+            if capabilities.placement is Placement.THREAD:
+                capabilities = runtime.loaded_capabilities()
             return LoadedVersion(record, runtime, runtime.signature(), workdir, capabilities, options)
         except BaseException:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -159,8 +159,8 @@ def test_generation_is_the_greedy_continuation(api: TestClient, built: dict[str,
     for prompt in prompts:
         ids = tokenizer(prompt, return_tensors="pt")
         generated = model.generate(
-            **ids, max_new_tokens=32, do_sample=False, pad_token_id=tokenizer.eos_token_id
-        )
+            **ids, max_new_tokens=64, do_sample=False, pad_token_id=tokenizer.eos_token_id
+        )  # the default: half the model's 128 positions
         expected.append(tokenizer.decode(generated[0, ids["input_ids"].shape[1] :], skip_special_tokens=True))
     assert out["text"].tolist() == expected
     assert len(set(expected)) == len(expected)

@@ -11,7 +11,7 @@ probes attributes.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -25,6 +25,7 @@ from modelport.errors import InvalidInput
 if TYPE_CHECKING:
     import torch
 
+    from modelport.runtimes.streams import Sampling, TokenStream
     from modelport.serving.batcher import BatchPolicy
 
 Tensors = dict[str, np.ndarray]
@@ -90,7 +91,7 @@ class Task(StrEnum):
     """What a loaded version can do; each beyond ``predict`` has a Protocol below."""
 
     PREDICT = "predict"  # a batch of tensors in, tensors out
-    STREAM = "stream"  # token-by-token generation (``StreamingRuntime``)
+    STREAM = "stream"  # token-by-token text generation (``StreamingRuntime``)
     EMBED = "embed"  # texts to vectors (``EmbeddingRuntime``)
 
 
@@ -171,13 +172,19 @@ class Runtime(Protocol):
 
     def memory(self) -> MemoryUse: ...
 
+    def loaded_capabilities(self) -> Capabilities:
+        """What this loaded version does: the class's declaration, narrowed by what was loaded (one
+        transformers model embeds, another generates)."""
+
     def unload(self) -> None: ...
 
 
 class StreamingRuntime(Runtime, Protocol):
-    """``Task.STREAM``: yields partial outputs (e.g. one token's text at a time) as they are made."""
+    """``Task.STREAM``: a text generator. Its scheduler (``Batching.OWN``) is a ``GenerationScheduler``."""
 
-    def stream(self, inputs: Tensors, parameters: Mapping[str, Any]) -> AsyncIterator[Tensors]: ...
+    def prompt_ids(self, prompt: str | Sequence[Mapping[str, str]]) -> list[int]:
+        """Token ids of a prompt: a text, or chat messages (``role``, ``content``) rendered with the
+        model's chat template."""
 
 
 class EmbeddingRuntime(Runtime, Protocol):
@@ -186,6 +193,13 @@ class EmbeddingRuntime(Runtime, Protocol):
     def embed(self, texts: Sequence[str]) -> np.ndarray: ...
 
     def max_input_tokens(self) -> int: ...
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Tokens each text takes; raises ``InvalidInput`` for a text over the model's maximum unless
+        the version is configured to truncate (then the count is the truncated one)."""
+
+    def resizable(self) -> bool:
+        """Whether its vectors may be cut to fewer dimensions (and normalised again): Matryoshka models."""
 
 
 class Scheduler(Protocol):
@@ -208,10 +222,20 @@ class Scheduler(Protocol):
     def close(self) -> None: ...
 
 
-class SchedulingRuntime(Runtime, Protocol):
-    """``Batching.OWN``: the runtime gives the data plane a scheduler of its own."""
+class GenerationScheduler(Scheduler, Protocol):
+    """The scheduler of a ``StreamingRuntime``: token streams decoded together (continuous batching)."""
 
-    def scheduler(self, executor: Executor) -> Scheduler: ...
+    def start(self, prompt: list[int], sampling: Sampling) -> TokenStream:
+        """Queue one sequence (on the event loop); raises ``Overloaded`` when too many wait."""
+
+
+class SchedulingRuntime(Runtime, Protocol):
+    """``Batching.OWN``: the runtime gives the data plane a scheduler of its own. ``report`` takes the
+    sequences (or requests) running and waiting, for the metrics, whenever they change."""
+
+    def scheduler(
+        self, executor: Executor, policy: BatchPolicy, report: Callable[[int, int], None]
+    ) -> Scheduler: ...
 
 
 class RuntimeBase:
@@ -226,6 +250,9 @@ class RuntimeBase:
 
     def memory(self) -> MemoryUse:
         return MemoryUse()
+
+    def loaded_capabilities(self) -> Capabilities:
+        return self.capabilities
 
     def unload(self) -> None:
         return None

@@ -113,6 +113,9 @@ class ProcessRuntime:
     def vet(cls, artifact_dir: Path, options: LoadOptions) -> None:
         return None  # the wrapped runtime's own ``vet`` runs at push
 
+    def loaded_capabilities(self) -> Capabilities:
+        return self._target.capabilities
+
     @property
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None else None

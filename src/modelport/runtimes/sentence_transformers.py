@@ -87,6 +87,7 @@ class SentenceTransformersRuntime(TorchModelRuntime):
         self._signature: Signature | None = None
         self._max_length: int | None = None
         self._prompt: str | None = None
+        self._settings: dict[str, Any] = {}
         self._tokenizing = threading.Lock()
 
     # ---- recognise and vet ------------------------------------------------------------------------
@@ -130,12 +131,13 @@ class SentenceTransformersRuntime(TorchModelRuntime):
             raise InvalidInput(
                 f"a sentence-transformers model does {', '.join(TASKS)}, not {options.task!r}", field="task"
             )
-        textkit.check_settings(options.settings, {}, "a sentence-transformers model")
+        textkit.check_settings(options.settings, textkit.EMBEDDING_SETTINGS, "a sentence-transformers model")
         return root
 
     # ---- load ---------------------------------------------------------------------------------------
     def load(self, artifact_dir: Path, options: LoadOptions) -> None:
         root = self._vetted(artifact_dir, options)  # the version may have been stored before these checks
+        self._settings = dict(options.settings)
         import transformers
         from sentence_transformers import SentenceTransformer
 
@@ -181,6 +183,18 @@ class SentenceTransformersRuntime(TorchModelRuntime):
 
     def max_input_tokens(self) -> int:
         return self._max_length or 0
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return textkit.count_tokens(
+            self._model.tokenizer,
+            self._tokenizing,
+            texts,
+            self._max_length,
+            bool(self._settings.get("truncate")),
+        )
+
+    def resizable(self) -> bool:
+        return bool(self._settings.get("matryoshka"))
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """One vector per text, as ``SentenceTransformer.encode`` gives, computed in length-sorted chunks

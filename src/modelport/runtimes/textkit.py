@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -264,6 +265,33 @@ def check_settings(settings: Mapping[str, Any], known: Mapping[str, Check], what
 
 
 # ---- batches of texts ---------------------------------------------------------------------------------
+# settings of every text-embedding runtime: refuse (400) or cut texts over the model's maximum length, and
+# whether vectors may be cut to fewer dimensions (OpenAI's ``dimensions``; for Matryoshka-trained models)
+EMBEDDING_SETTINGS: dict[str, Check] = {"truncate": boolean, "matryoshka": boolean}
+
+
+def count_tokens(
+    tokenizer: Any, lock: threading.Lock, texts: Sequence[str], longest: int | None, truncate: bool
+) -> list[int]:
+    """Tokens of each text (special ones included). A text over ``longest`` is refused with a 400 that
+    says so, unless the version truncates: then it counts as ``longest``."""
+    with lock:
+        encoded = tokenizer(
+            list(texts), return_attention_mask=False, return_token_type_ids=False, verbose=False
+        )
+    counts = [len(ids) for ids in encoded["input_ids"]]
+    if not longest:
+        return counts
+    over = next((i for i, n in enumerate(counts) if n > longest), None)
+    if over is not None and not truncate:
+        raise InvalidInput(
+            f"input {over} has {counts[over]} tokens and this model takes at most {longest}; shorten it, "
+            'or configure the version with runtime {"truncate": true}',
+            field="input",
+        )
+    return [min(n, longest) for n in counts]
+
+
 def plan_chunks(
     lengths: Sequence[int],
     call_tokens: float = CALL_TOKENS["cpu"],

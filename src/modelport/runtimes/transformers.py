@@ -5,7 +5,8 @@ pushed as an archive, served for one task:
 - ``feature-extraction`` (any other encoder): ``text`` -> ``embedding``, pooled (``mean`` or ``cls``) and
   optionally normalised, as the version's ``runtime`` settings say;
 - ``text-generation`` (``*ForCausalLM``, ``*LMHeadModel``): ``text`` -> ``text``, the greedy continuation
-  of at most ``max_new_tokens`` tokens.
+  of at most ``max_new_tokens`` tokens; requests are decoded together by continuous batching
+  (``runtimes/decoding.py``), and chat messages are rendered with the tokenizer's chat template.
 
 The task comes from the config's architecture unless the push names one. Only code that ships with
 transformers runs: safetensors weights, no ``auto_map``, ``trust_remote_code`` off, files local only.
@@ -13,10 +14,13 @@ transformers runs: safetensors weights, no ``auto_map``, ``trust_remote_code`` o
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import inspect
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -29,6 +33,7 @@ from modelport.runtimes.base import (
     Capabilities,
     LoadOptions,
     Placement,
+    Scheduler,
     Signature,
     Task,
     Tensors,
@@ -46,17 +51,30 @@ for _needed in ("torch", "transformers", "tokenizers", "safetensors"):
 if TYPE_CHECKING:
     import torch
 
+    from modelport.serving.batcher import BatchPolicy
+
 CLASSIFICATION = "text-classification"
 FEATURES = "feature-extraction"
 GENERATION = "text-generation"
 TASKS = (CLASSIFICATION, FEATURES, GENERATION)
 SETTINGS: dict[str, dict[str, textkit.Check]] = {
     CLASSIFICATION: {},
-    FEATURES: {"pooling": textkit.choice("mean", "cls"), "normalize": textkit.boolean},
-    GENERATION: {"max_new_tokens": textkit.integer(1, 4096)},
+    FEATURES: {
+        "pooling": textkit.choice("mean", "cls"),
+        "normalize": textkit.boolean,
+        **textkit.EMBEDDING_SETTINGS,
+    },
+    GENERATION: {"max_new_tokens": textkit.integer(1, 4096), "max_sequences": textkit.integer(1, 1024)},
 }
-DEFAULT_MAX_NEW_TOKENS = 32
+DEFAULT_MAX_NEW_TOKENS = 256  # a request that names no max_tokens (at most half the model's context)
+DEFAULT_MAX_SEQUENCES = 32  # decoded together; more wait
+UNKNOWN_CONTEXT = 2048  # the context length of a model whose config gives none
 INPUT = TensorSpec("text", "BYTES", (-1,))
+# the chat template of a tokenizer that has none (ChatML): what many instruct models use
+DEFAULT_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 
 
 def task_of(config: dict[str, Any]) -> str:
@@ -99,7 +117,7 @@ def check_generation_length(max_new_tokens: int, longest: int | None) -> None:
 class TransformersRuntime(TorchModelRuntime):
     framework: ClassVar[str] = "transformers"
     capabilities: ClassVar[Capabilities] = Capabilities(
-        tasks=frozenset({Task.PREDICT, Task.EMBED}),  # EMBED for feature-extraction versions
+        tasks=frozenset({Task.PREDICT, Task.EMBED, Task.STREAM}),  # each version: see loaded_capabilities
         placement=Placement.THREAD,
         batching=Batching.TOKENS,
         devices=("cuda", "cpu"),
@@ -150,7 +168,8 @@ class TransformersRuntime(TorchModelRuntime):
                 config.get("n_positions"),
                 tokenizer_config.get("model_max_length") if isinstance(tokenizer_config, dict) else None,
             )
-            check_generation_length(settings.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS), longest)
+            if "max_new_tokens" in settings:
+                check_generation_length(settings["max_new_tokens"], longest)
         return folder, task, settings
 
     # ---- load ---------------------------------------------------------------------------------------
@@ -323,7 +342,10 @@ class TransformersRuntime(TorchModelRuntime):
         return to_numpy(pooled)
 
     def _max_new_tokens(self) -> int:
-        return int(self._settings.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS))
+        """The version's setting, else the default within half the model's context."""
+        if "max_new_tokens" in self._settings:
+            return int(self._settings["max_new_tokens"])
+        return min(DEFAULT_MAX_NEW_TOKENS, (self._max_length or UNKNOWN_CONTEXT) // 2)
 
     def _generate(self, text: str) -> str:
         """Greedy decoding of one prompt (kept to its last tokens when too long), the new text only."""
@@ -359,6 +381,73 @@ class TransformersRuntime(TorchModelRuntime):
             )
         continuation = generated[0, prompt.shape[1] :].tolist()
         return str(self._tokenizer.decode(continuation, skip_special_tokens=True))
+
+    # ---- what the loaded version does ------------------------------------------------------------------
+    def loaded_capabilities(self) -> Capabilities:
+        declared = self.capabilities
+        if self._task == GENERATION:
+            return replace(declared, tasks=frozenset({Task.PREDICT, Task.STREAM}), batching=Batching.OWN)
+        if self._task == FEATURES:
+            return replace(declared, tasks=frozenset({Task.PREDICT, Task.EMBED}))
+        return replace(declared, tasks=frozenset({Task.PREDICT}))
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return textkit.count_tokens(
+            self._tokenizer, self._tokenizing, texts, self._max_length, bool(self._settings.get("truncate"))
+        )
+
+    def resizable(self) -> bool:
+        return bool(self._settings.get("matryoshka"))
+
+    # ---- generation (continuous batching) ----------------------------------------------------------------
+    def scheduler(
+        self, executor: Executor, policy: BatchPolicy, report: Callable[[int, int], None]
+    ) -> Scheduler:
+        from modelport.runtimes.decoding import ContinuousBatcher, DecodingLimits
+
+        assert self._device is not None, "load() first"
+        limits = DecodingLimits(
+            max_sequences=int(self._settings.get("max_sequences", DEFAULT_MAX_SEQUENCES)),
+            max_waiting=policy.max_queue,
+            max_waiting_tokens=policy.max_batch_tokens,
+            max_length=self._max_length or UNKNOWN_CONTEXT,
+            default_max_tokens=self._max_new_tokens(),
+        )
+        # the decoding thread detokenises with a tokenizer of its own: a fast tokenizer is not shared
+        return ContinuousBatcher(
+            self._model, copy.deepcopy(self._tokenizer), self._device, limits, self._eos_ids(), report
+        )
+
+    def prompt_ids(self, prompt: str | Sequence[Mapping[str, str]]) -> list[int]:
+        chat = not isinstance(prompt, str)
+        text = self._render_chat(prompt) if not isinstance(prompt, str) else prompt
+        with self._tokenizing:
+            # a chat template writes the special tokens it wants (BOS among them) itself
+            return list(self._tokenizer(text, add_special_tokens=not chat)["input_ids"])
+
+    def _render_chat(self, messages: Sequence[Mapping[str, str]]) -> str:
+        tokenizer = self._tokenizer
+        try:
+            rendered = tokenizer.apply_chat_template(
+                [dict(m) for m in messages],
+                chat_template=tokenizer.chat_template or DEFAULT_CHAT_TEMPLATE,
+                add_generation_prompt=True,
+                tokenize=False,
+            )
+        except Exception as exc:  # jinja2 (sandboxed) errors, and templates that raise on purpose
+            raise InvalidInput(f"the model's chat template refused the messages: {first_line(exc)}") from None
+        return str(rendered)
+
+    def _eos_ids(self) -> set[int]:
+        """Tokens that end a sequence: the generation config's, the model config's and the tokenizer's."""
+        found: set[int] = set()
+        for ids in (
+            self._model.generation_config.eos_token_id,
+            self._model.config.eos_token_id,
+            self._tokenizer.eos_token_id,
+        ):
+            found.update([ids] if isinstance(ids, int) else ids or [])
+        return found
 
     # ---- memory ---------------------------------------------------------------------------------------
     def unload(self) -> None:

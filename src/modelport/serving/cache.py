@@ -147,7 +147,8 @@ class ModelCache:
         """The runtime's declared batching decides what requests queue in."""
         batching, policy = loaded.capabilities.batching, self._policy(loaded)
         if batching is Batching.OWN:
-            return cast(SchedulingRuntime, loaded.runtime).scheduler(self.executor)
+            gauges = self.metrics.sequences(loaded.record.model, loaded.record.version)
+            return cast(SchedulingRuntime, loaded.runtime).scheduler(self.executor, policy, gauges)
         if batching is Batching.NONE:
             return DirectScheduler(loaded.runtime.predict, self.executor, policy)
         observe = self.metrics.batch_rows.labels(loaded.record.model).observe

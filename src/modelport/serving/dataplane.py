@@ -13,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
@@ -28,8 +29,17 @@ from modelport.registry import (
     VersionRecord,
     VersionState,
 )
-from modelport.runtimes.base import Signature, Tensors
-from modelport.serving.cache import ModelCache
+from modelport.runtimes.base import (
+    EmbeddingRuntime,
+    GenerationScheduler,
+    Signature,
+    StreamingRuntime,
+    Task,
+    Tensors,
+    text_array,
+)
+from modelport.runtimes.streams import Sampling, TokenStream
+from modelport.serving.cache import ModelCache, ServedVersion
 from modelport.serving.datatypes import numpy_dtype
 from modelport.serving.observers import Observers
 from modelport.serving.router import Router
@@ -43,6 +53,20 @@ class Prediction:
     version: VersionRecord
     inputs: Tensors
     outputs: Tensors
+
+
+@dataclass
+class Embeddings:
+    version: VersionRecord
+    vectors: np.ndarray  # [texts, dimensions] float32
+    tokens: list[int]  # per text
+    resizable: bool  # the version allows fewer dimensions (Matryoshka)
+
+
+@dataclass
+class Generation:
+    version: VersionRecord
+    stream: TokenStream
 
 
 class DataPlane:
@@ -96,6 +120,19 @@ class DataPlane:
             self._readable.add(sha)  # the key cannot change under a running process
 
     # ---- inference ----------------------------------------------------------------------------
+    async def served(self, model: str, ref: str | None, key: str | None = None) -> ServedVersion:
+        """The loaded version that serves a request for ``model`` + ``ref`` now (loading it if needed);
+        ``key`` is for sticky traffic policies."""
+        route = self.router.cached(model, ref)
+        if route is None:
+            route = await asyncio.to_thread(self.router.route_for, model, ref)
+            self.router.remember(route)
+        record = route.pick(key)
+        served = self.cache.peek((record.model, record.version))
+        if served is None:
+            served = await asyncio.to_thread(self.cache.get, record)
+        return served
+
     async def predict(
         self,
         model: str,
@@ -106,28 +143,74 @@ class DataPlane:
         timeout: float | None = None,
         key: str | None = None,
     ) -> Prediction:
-        route = self.router.cached(model, ref)
-        if route is None:
-            route = await asyncio.to_thread(self.router.route_for, model, ref)
-            self.router.remember(route)
-        record = route.pick(key)
-        served = self.cache.peek((record.model, record.version))
-        if served is None:
-            served = await asyncio.to_thread(self.cache.get, record)
+        served = await self.served(model, ref, key)
         signature = served.loaded.signature
         prepared = conform_inputs(signature, inputs, datatypes)
         if outputs is not None:
             signature.check_outputs(outputs)
-        limit = min(timeout, self.request_timeout) if timeout else self.request_timeout
+        result = await _translated(served, served.scheduler.submit(prepared, outputs, self._limit(timeout)))
+        return Prediction(served.record, prepared, result)
+
+    def _limit(self, timeout: float | None) -> float:
+        return min(timeout, self.request_timeout) if timeout else self.request_timeout
+
+    async def embed(
+        self,
+        model: str,
+        ref: str | None,
+        texts: list[str],
+        timeout: float | None = None,
+        key: str | None = None,
+    ) -> Embeddings:
+        """One vector per text from an embedding version, batched with other requests by tokens."""
+        served = await self.served(model, ref, key)
+        _require(served, Task.EMBED, "an embedding")
+        runtime = cast(EmbeddingRuntime, served.loaded.runtime)
+        tokens = runtime.count_tokens(texts)  # refuses texts over the model's length first
+        inputs = {served.loaded.signature.inputs[0].name: text_array(texts)}
+        outputs = await _translated(served, served.scheduler.submit(inputs, None, self._limit(timeout)))
+        vectors = outputs[served.loaded.signature.outputs[0].name]
+        return Embeddings(served.record, vectors, tokens, runtime.resizable())
+
+    async def generate(
+        self,
+        model: str,
+        ref: str | None,
+        prompt: str | list[int] | Sequence[Mapping[str, str]],
+        sampling: Sampling,
+        key: str | None = None,
+    ) -> Generation:
+        """Start generating from a text, token ids or chat messages; the text arrives on the stream."""
+        served = await self.served(model, ref, key)
+        _require(served, Task.STREAM, "a text-generation")
+        if isinstance(prompt, list) and all(isinstance(t, int) for t in prompt):
+            ids = cast(list[int], prompt)
+        else:
+            runtime = cast(StreamingRuntime, served.loaded.runtime)
+            ids = runtime.prompt_ids(cast(str | Sequence[Mapping[str, str]], prompt))
+        stream = cast(GenerationScheduler, served.scheduler).start(ids, sampling)
+        return Generation(served.record, stream)
+
+    def tasks(self, record: VersionRecord) -> frozenset[Task]:
+        """What a version does beyond ``predict``, without loading it: as loaded here, else as its
+        runtime declares and its signature shows (text to ``embedding``, or text to text)."""
+        served = self.cache.peek((record.model, record.version))
+        if served is not None:
+            return served.loaded.capabilities.tasks
         try:
-            result = await served.scheduler.submit(prepared, outputs, limit)
+            declared = self.cache.repository.runtimes.get(str(record.framework)).capabilities.tasks
         except ModelportError:
-            raise
-        except ValueError as exc:  # frameworks report bad input values this way
-            raise InvalidInput(f"the model rejected the input: {str(exc).splitlines()[0][:300]}") from None
-        except Exception as exc:
-            raise InferenceFailed(f"{record.framework} failed to predict: {type(exc).__name__}") from None
-        return Prediction(record, prepared, result)
+            return frozenset()
+        signature = Signature.from_dict(record.signature or {})
+        ins = [(t.name, t.datatype) for t in signature.inputs]
+        outs = [(t.name, t.datatype) for t in signature.outputs]
+        if ins != [("text", "BYTES")]:
+            return frozenset()
+        if outs == [("embedding", "FP32")]:
+            return declared & {Task.EMBED}
+        if outs == [("text", "BYTES")]:
+            return declared & {Task.STREAM}
+        return frozenset()
 
     def evict(self, model: str, version: int | None = None) -> None:
         """Unload from this process only (the next request loads again)."""
@@ -214,6 +297,24 @@ class DataPlane:
 
     def close(self) -> None:
         self.cache.close()
+
+
+def _require(served: ServedVersion, task: Task, what: str) -> None:
+    if task not in served.loaded.capabilities.tasks:
+        record = served.record
+        raise InvalidInput(f"{record.model}:{record.version} is not {what} model", field="model")
+
+
+async def _translated(served: ServedVersion, work: Awaitable[Tensors]) -> Tensors:
+    """A runtime's answer, its failures said in modelport's terms."""
+    try:
+        return await work
+    except ModelportError:
+        raise
+    except ValueError as exc:  # frameworks report bad input values this way
+        raise InvalidInput(f"the model rejected the input: {str(exc).splitlines()[0][:300]}") from None
+    except Exception as exc:
+        raise InferenceFailed(f"{served.record.framework} failed to predict: {type(exc).__name__}") from None
 
 
 def conform_inputs(signature: Signature, inputs: Tensors, datatypes: dict[str, str]) -> Tensors:

@@ -29,6 +29,11 @@ class InferenceEvent:
     inputs: Tensors = field(default_factory=dict)
     outputs: Tensors = field(default_factory=dict)
     request_id: str | None = None
+    # generation and embedding requests
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    first_token: float | None = None  # seconds from arrival to the first generated token
+    per_token: float | None = None  # seconds per generated token after the first
 
 
 class Observer(Protocol):
