@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
 """GPU check: MiniLM on cuda in bfloat16 through the server against raw batched ``encode``, same run.
 
-    .venv/bin/python bench/gpu_check.py            # needs a CUDA GPU; about 3 minutes
+    .venv/bin/python bench/gpu_check.py            # needs a CUDA GPU; about 5 minutes
 
 1. Raw: ``SentenceTransformer(..., device="cuda", model_kwargs={"torch_dtype": torch.bfloat16})`` encodes
    sentences of about 32 and 128 tokens at batch 1 and 1,024: sentences/s (the limit).
 2. Served: ``modelport serve`` (GPU budget auto-detected), MiniLM pushed with ``device=cuda&dtype=bfloat16``;
    clients send single-sentence requests (64 at once) and 64-sentence requests (32 at once), JSON BYTES.
-   Prints sentences/s and the ratio to raw, the device and dtype the V2 metadata reports, and the GPU
-   memory in use before and after ``POST /v2/repository/models/minilm/unload`` (eviction frees it).
+   Prints sentences/s and the ratio to raw, the same through ``/v1/embeddings`` (16 concurrent
+   single-sentence requests), the device and dtype the V2 metadata reports, and the GPU memory in use
+   before and after ``POST /v2/repository/models/minilm/unload`` (eviction frees it).
+3. Generation: ``bench/generation.py --device cuda``: the demo chat model, 1 and 8 concurrent streams
+   (tokens/s, their ratio, time to first token p50/p99).
 """
 
 from __future__ import annotations
@@ -60,15 +63,22 @@ def gpu_used_mb() -> float:
     return float(out.split()[0])
 
 
-async def served(url: str, words: int, per_request: int, concurrency: int, duration: float) -> float:
+async def served(
+    url: str, words: int, per_request: int, concurrency: int, duration: float, openai: bool = False
+) -> float:
     import httpx
 
     text = " ".join(["serving"] * words)
-    body = {
-        "inputs": [
-            {"name": "text", "shape": [per_request], "datatype": "BYTES", "data": [text] * per_request}
-        ]
-    }
+    path, body = (
+        "/v2/models/minilm/infer",
+        {
+            "inputs": [
+                {"name": "text", "shape": [per_request], "datatype": "BYTES", "data": [text] * per_request}
+            ]
+        },
+    )
+    if openai:
+        path, body = "/v1/embeddings", {"model": "minilm", "input": [text] * per_request}
     done = 0
     limits = httpx.Limits(max_connections=concurrency)
     headers = {"Authorization": f"Bearer {KEY}"}
@@ -77,7 +87,7 @@ async def served(url: str, words: int, per_request: int, concurrency: int, durat
         async def worker(until: float) -> None:
             nonlocal done
             while time.perf_counter() < until:
-                r = await client.post("/v2/models/minilm/infer", json=body)
+                r = await client.post(path, json=body)
                 r.raise_for_status()
                 done += per_request
 
@@ -126,6 +136,11 @@ def main() -> None:
                     f"served bf16 {words} words, {per_request} sentence(s)/request x {conc}: "
                     f"{rate:,.0f} sentences/s ({rate / limit:.2f} of raw batch 1,024)"
                 )
+            rate = asyncio.run(served(server.url, 24, 1, 16, args.duration, openai=True))
+            limit = raw["24w/b1024"]
+            print(
+                f"/v1/embeddings bf16, 1 sentence/request x 16: {rate:,.0f} sentences/s ({rate / limit:.2f})"
+            )
             meta = server.call("GET", "/v2/models/minilm")
             assert isinstance(meta, dict)
             params = meta["parameters"]
@@ -139,6 +154,9 @@ def main() -> None:
             )
         finally:
             server.stop()
+    # generation with continuous batching on the GPU: 1 and 8 concurrent streams of the demo chat model
+    generation = [sys.executable, str(Path(__file__).parent / "generation.py"), "--device", "cuda"]
+    subprocess.run([*generation, "--cpus", "", "--duration", str(args.duration)], check=True)
 
 
 if __name__ == "__main__":

@@ -22,9 +22,13 @@ TOUR = REPO / "examples" / "quick-tour.sh"
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    server = RunningServer(
-        tmp_path_factory.mktemp("demo") / "data", extra_env={"MODELPORT_ADMIN_KEY": ""}, args=("--demo",)
-    )
+    env = {
+        "MODELPORT_ADMIN_KEY": "",
+        # the chat model trains for 3 s into a cache of this test's own, not 90 s into the user's
+        "MODELPORT_DEMO_CHAT_SECONDS": "3",
+        "MODELPORT_DEMO_CACHE": str(tmp_path_factory.mktemp("demo-chat-cache")),
+    }
+    server = RunningServer(tmp_path_factory.mktemp("demo") / "data", extra_env=env, args=("--demo",))
     yield server
     server.stop()
 

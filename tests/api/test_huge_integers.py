@@ -30,6 +30,9 @@ VALID_BODY: dict[str, dict[str, Any]] = {
     "InferenceRequest": ROW,
     "CreateKey": {"name": "fuzz-key", "scopes": ["read"], "rate_limit": 5.0},
     "CreateModel": {"name": "fuzz-model"},
+    "EmbeddingRequest": {"model": "iris", "input": "x"},
+    "ChatRequest": {"model": "iris", "messages": [{"role": "user", "content": "x"}]},
+    "CompletionRequest": {"model": "iris", "prompt": "x"},
 }
 FUZZ = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 

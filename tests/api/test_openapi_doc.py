@@ -29,7 +29,8 @@ def operations(spec: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
 
 
 def error_schema(path: str) -> str:
-    return "#/components/schemas/" + ("V2Error" if path.startswith("/v2") else "ManagementError")
+    by_surface = {"/v2": "V2Error", "/v1": "OpenAIError"}
+    return "#/components/schemas/" + by_surface.get(path[:3], "ManagementError")
 
 
 def test_no_422_and_every_error_has_the_surface_shape(spec: dict[str, Any]) -> None:

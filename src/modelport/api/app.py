@@ -15,10 +15,10 @@ from fastapi.staticfiles import StaticFiles
 from starlette.responses import HTMLResponse, Response
 
 from modelport import __version__
-from modelport.api import management, v2
+from modelport.api import management, openai, v2
 from modelport.api.auth import Authenticator, GuardedAuth
 from modelport.api.inference import InferenceFastPath, InferenceHandler
-from modelport.api.surfaces import MANAGEMENT, V2, RootApp
+from modelport.api.surfaces import MANAGEMENT, OPENAI, V2, RootApp
 from modelport.repository import ModelRepository
 from modelport.security.hosts import allowed_hosts
 from modelport.security.keys import KeyService, Scope
@@ -54,12 +54,16 @@ def create_app(
         lifespan=lifespan,
         title="modelport",
         version=__version__,
-        description="Model-as-a-service: Open Inference Protocol v2 and a management API.",
+        description=(
+            "Model-as-a-service: Open Inference Protocol v2, an OpenAI-compatible API and a management API."
+        ),
         docs_url=None,
         redoc_url=None,
     )
     handler = InferenceHandler(dataplane, auth, settings.max_request_bytes, settings.max_tensor_elements)
     app.mount_surface(V2, v2.build_app(dataplane, handler))
+    # OpenAI clients are no browsers: plain key auth, as V2
+    app.mount_surface(OPENAI, openai.build_app(dataplane, auth, settings.max_request_bytes))
     guarded = GuardedAuth(auth, allowed_hosts(settings.host, settings.allowed_hosts))
     app.mount_surface(
         MANAGEMENT, management.build_app(repository, dataplane, keys, guarded, settings.max_upload_bytes)

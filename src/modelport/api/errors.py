@@ -102,6 +102,30 @@ def management_body(status: int, error: ModelportError) -> object:
     return {"error": detail}
 
 
+# OpenAI's (type, code) for our codes; other codes keep their own, with the type of their status
+OPENAI_ERRORS = {
+    "unauthenticated": ("invalid_request_error", "invalid_api_key"),
+    "forbidden": ("invalid_request_error", "permission_denied"),
+    "not_found": ("invalid_request_error", "model_not_found"),
+    "invalid_input": ("invalid_request_error", "invalid_value"),
+    "invalid_name": ("invalid_request_error", "invalid_value"),
+    "rate_limited": ("requests", "rate_limit_exceeded"),
+    "not_ready": ("server_error", "model_not_ready"),
+}
+
+
+def openai_body(status: int, error: ModelportError) -> object:
+    """The OpenAI-compatible surface: ``{"error": {"message", "type", "param", "code"}}``, with OpenAI's
+    names where it has one (``invalid_api_key``, ``model_not_found``, ``rate_limit_exceeded``)."""
+    kind, code = OPENAI_ERRORS.get(error.code, ("", error.code))
+    param = error.field
+    if status == 404:  # no such route, or no such model (what the surface's requests name)
+        code, param = ("unknown_url", None) if isinstance(error, HTTPError) else (code, param or "model")
+    if not kind:
+        kind = "server_error" if status >= 500 else "invalid_request_error"
+    return {"error": {"message": error.message, "type": kind, "param": param, "code": code}}
+
+
 @dataclass(frozen=True)
 class ErrorEncoder:
     """(status, error) -> the answer of one surface: its JSON body, and the headers every surface sends."""

@@ -61,6 +61,19 @@ class ManagementError(BaseModel):
     error: ErrorDetail
 
 
+class OpenAIErrorDetail(BaseModel):
+    message: str
+    type: str = Field(description="invalid_request_error, requests (rate limits) or server_error")
+    param: str | None = Field(description="the request parameter at fault, when there is one")
+    code: str | None = Field(description="e.g. invalid_api_key, model_not_found, invalid_value, timeout")
+
+
+class OpenAIError(BaseModel):
+    """An error answer of the OpenAI-compatible surface (``/v1``)."""
+
+    error: OpenAIErrorDetail
+
+
 class V2Error(BaseModel):
     """An error answer of the Open Inference Protocol surface."""
 

@@ -2,9 +2,10 @@
 
 A surface is declared once, in the table below: its prefix and its error encoder. Its module builds a
 sub-app from ``Surface.app()`` (which installs that encoder as the sub-app's only error handling) with
-routes that depend on the surface's own auth, and ``RootApp.mount_surface`` mounts it. Adding the OpenAI
-surface (``/v1``, ``{"error": {"message", "type", "param", "code"}}``) or the dashboard (``/ui``) is one
-more line here, one body function in ``api/errors.py`` and one more mounted sub-app.
+routes that depend on the surface's own auth, and ``RootApp.mount_surface`` mounts it. A surface is one
+line here, one body function in ``api/errors.py`` and one mounted sub-app: V2 (``api/v2.py``), management
+(``api/management``), OpenAI (``/v1``, ``{"error": {"message", "type", "param", "code"}}``,
+``api/openai.py``); the dashboard (``/ui``) will be one more.
 
 The root app keeps what belongs to no surface (``/metrics``, ``/docs``, ``/openapi.json``) and serves one
 OpenAPI document: the sub-apps' documents merged under their prefixes, each documenting its own error
@@ -27,7 +28,13 @@ from starlette.routing import Match, Mount
 from starlette.types import Scope
 
 from modelport.api import openapi
-from modelport.api.errors import ErrorEncoder, install_error_handlers, management_body, v2_body
+from modelport.api.errors import (
+    ErrorEncoder,
+    install_error_handlers,
+    management_body,
+    openai_body,
+    v2_body,
+)
 
 
 @dataclass(frozen=True)
@@ -86,6 +93,7 @@ V2 = Surface(
     public=("", "/health/live", "/health/ready"),
     by_suffix=(("}/ready", 503),),  # a model's readiness answers 503 when it cannot serve
 )
+OPENAI = Surface("/v1", ErrorEncoder(openai_body), openapi.OpenAIError)
 MANAGEMENT = Surface("/api/v1", ErrorEncoder(management_body), openapi.ManagementError, strict_paths=True)
 OUTSIDE = MANAGEMENT.errors  # paths of no surface (/metrics, /docs, unknown ones) answer like management
 

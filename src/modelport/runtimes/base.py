@@ -201,6 +201,9 @@ class EmbeddingRuntime(Runtime, Protocol):
     def resizable(self) -> bool:
         """Whether its vectors may be cut to fewer dimensions (and normalised again): Matryoshka models."""
 
+    def decode(self, ids: Sequence[Sequence[int]]) -> list[str]:
+        """The texts of its own tokenizer's ids (``InvalidInput`` for ids it does not have)."""
+
 
 class Scheduler(Protocol):
     """What the data plane hands requests to: the row batcher, or a runtime's own scheduler."""

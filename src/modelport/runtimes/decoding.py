@@ -88,6 +88,7 @@ class ContinuousBatcher:
         self._eos = eos
         self._report = report
         self._merges = _cache_rows_merge(model.config)
+        self._vocabulary = int(model.get_input_embeddings().num_embeddings)
         accepted = inspect.signature(model.forward).parameters
         # transformers 5 renamed past_key_values to cache (the old name warns, then goes away)
         self._cache_name = "cache" if "cache" in accepted else "past_key_values"
@@ -158,12 +159,14 @@ class ContinuousBatcher:
         limits = self.limits
         if not prompt:
             raise InvalidInput("the prompt has no tokens for this model", field="prompt")
+        if min(prompt) < 0 or max(prompt) >= self._vocabulary:
+            raise InvalidInput(f"token ids must be from 0 to {self._vocabulary - 1}", field="prompt")
         room = limits.max_length - len(prompt)
         if room < 1:
             raise InvalidInput(
                 f"the prompt has {len(prompt)} tokens; this model's maximum context length is "
                 f"{limits.max_length} tokens",
-                field="messages",
+                field="prompt",
             )
         wanted = sampling.max_tokens
         if wanted is not None and wanted > room:

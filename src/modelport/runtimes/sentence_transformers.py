@@ -196,6 +196,9 @@ class SentenceTransformersRuntime(TorchModelRuntime):
     def resizable(self) -> bool:
         return bool(self._settings.get("matryoshka"))
 
+    def decode(self, ids: Sequence[Sequence[int]]) -> list[str]:
+        return textkit.decode_ids(self._model.tokenizer, self._tokenizing, ids)
+
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """One vector per text, as ``SentenceTransformer.encode`` gives, computed in length-sorted chunks
         (one long text does not pad many short ones) and returned in the texts' order."""

@@ -21,6 +21,7 @@ STOP = "stop"  # finish reasons, as OpenAI names them
 LENGTH = "length"
 MAX_STOP_STRINGS = 4  # as OpenAI allows
 MAX_STOP_CHARS = 64
+MAX_PENDING_TOKENS = 4  # a UTF-8 character is at most 4 bytes: byte-level tokens
 
 
 @dataclass(frozen=True)
@@ -93,11 +94,17 @@ class TokenStream:
         if delta.finish_reason is not None:
             self.finished, self.finish_reason = now, delta.finish_reason
         if delta.text or delta.finish_reason is not None:
-            self.loop.call_soon_threadsafe(self._queue.put_nowait, delta)
+            self._send(delta)
 
     def fail(self, error: BaseException) -> None:
         self.finished = time.perf_counter()
-        self.loop.call_soon_threadsafe(self._queue.put_nowait, error)
+        self._send(error)
+
+    def _send(self, item: Delta | BaseException) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self._queue.put_nowait, item)
+        except RuntimeError:  # the reader's event loop is gone: nobody waits for this sequence
+            self._cancelled.set()
 
     # ---- the reader's side --------------------------------------------------------------------------
     def cancel(self) -> None:
@@ -146,7 +153,10 @@ class TextTail:
         self._ids.append(token)
         before = self._decode(self._ids[self._prefix : self._read])
         after = self._decode(self._ids[self._prefix :])
-        if len(after) > len(before) and not after.endswith("\ufffd"):
+        # a token that ends mid-character waits for the next, but not for ever (a model emitting stray
+        # bytes would otherwise hold the text back and decode an ever longer window)
+        whole = not after.endswith("\ufffd") or len(self._ids) - self._read >= MAX_PENDING_TOKENS
+        if len(after) > len(before) and whole:
             self._text += after[len(before) :]
             self._prefix, self._read = self._read, len(self._ids)
         if self._stop:

@@ -292,6 +292,17 @@ def count_tokens(
     return [min(n, longest) for n in counts]
 
 
+def decode_ids(tokenizer: Any, lock: threading.Lock, ids: Sequence[Sequence[int]]) -> list[str]:
+    """Token ids back to text (special tokens left out), each id checked against the vocabulary."""
+    size = len(tokenizer)
+    if any(not 0 <= i < size for row in ids for i in row):
+        raise InvalidInput(f"token ids must be from 0 to {size - 1}", field="input")
+    with lock:
+        return [
+            str(text) for text in tokenizer.batch_decode([list(row) for row in ids], skip_special_tokens=True)
+        ]
+
+
 def plan_chunks(
     lengths: Sequence[int],
     call_tokens: float = CALL_TOKENS["cpu"],

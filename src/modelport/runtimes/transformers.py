@@ -399,6 +399,9 @@ class TransformersRuntime(TorchModelRuntime):
     def resizable(self) -> bool:
         return bool(self._settings.get("matryoshka"))
 
+    def decode(self, ids: Sequence[Sequence[int]]) -> list[str]:
+        return textkit.decode_ids(self._tokenizer, self._tokenizing, ids)
+
     # ---- generation (continuous batching) ----------------------------------------------------------------
     def scheduler(
         self, executor: Executor, policy: BatchPolicy, report: Callable[[int, int], None]

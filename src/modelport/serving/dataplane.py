@@ -45,6 +45,7 @@ from modelport.serving.observers import Observers
 from modelport.serving.router import Router
 
 log = logging.getLogger("modelport.dataplane")
+TOKENIZE_INLINE_CHARS = 2048  # texts up to this size are tokenized on the event loop (tens of µs)
 EVICTING = frozenset({ChangeKind.VERSION_DELETED, ChangeKind.MODEL_DELETED, ChangeKind.MODEL_UNLOADED})
 
 
@@ -158,17 +159,25 @@ class DataPlane:
         self,
         model: str,
         ref: str | None,
-        texts: list[str],
+        inputs: list[str] | list[list[int]],
         timeout: float | None = None,
         key: str | None = None,
     ) -> Embeddings:
-        """One vector per text from an embedding version, batched with other requests by tokens."""
+        """One vector per text (or per list of the model's token ids) from an embedding version,
+        batched with other requests by tokens."""
         served = await self.served(model, ref, key)
         _require(served, Task.EMBED, "an embedding")
         runtime = cast(EmbeddingRuntime, served.loaded.runtime)
-        tokens = runtime.count_tokens(texts)  # refuses texts over the model's length first
-        inputs = {served.loaded.signature.inputs[0].name: text_array(texts)}
-        outputs = await _translated(served, served.scheduler.submit(inputs, None, self._limit(timeout)))
+        texts = [t for t in inputs if isinstance(t, str)]
+        if len(texts) < len(inputs):  # token ids of the model's own tokenizer
+            texts = runtime.decode([t for t in inputs if not isinstance(t, str)])
+        # refuses texts over the model's length first; a long request is tokenized off the event loop
+        if sum(len(t) for t in texts) > TOKENIZE_INLINE_CHARS:
+            tokens = await asyncio.to_thread(runtime.count_tokens, texts)
+        else:
+            tokens = runtime.count_tokens(texts)
+        tensors = {served.loaded.signature.inputs[0].name: text_array(texts)}
+        outputs = await _translated(served, served.scheduler.submit(tensors, None, self._limit(timeout)))
         vectors = outputs[served.loaded.signature.outputs[0].name]
         return Embeddings(served.record, vectors, tokens, runtime.resizable())
 
@@ -183,12 +192,19 @@ class DataPlane:
         """Start generating from a text, token ids or chat messages; the text arrives on the stream."""
         served = await self.served(model, ref, key)
         _require(served, Task.STREAM, "a text-generation")
+        chat = False
         if isinstance(prompt, list) and all(isinstance(t, int) for t in prompt):
             ids = cast(list[int], prompt)
         else:
+            chat = not isinstance(prompt, str)
             runtime = cast(StreamingRuntime, served.loaded.runtime)
             ids = runtime.prompt_ids(cast(str | Sequence[Mapping[str, str]], prompt))
-        stream = cast(GenerationScheduler, served.scheduler).start(ids, sampling)
+        try:
+            stream = cast(GenerationScheduler, served.scheduler).start(ids, sampling)
+        except InvalidInput as exc:
+            if chat and exc.field == "prompt":
+                exc.field = "messages"  # what the chat request calls its prompt
+            raise
         return Generation(served.record, stream)
 
     def tasks(self, record: VersionRecord) -> frozenset[Task]:
