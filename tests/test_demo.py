@@ -48,14 +48,18 @@ def test_demo_serves_models_and_its_curl_examples_work(demo: RunningServer) -> N
         )
         assert result.returncode == 0, (command, result.stdout, result.stderr)
         body = json.loads(result.stdout)
-        if isinstance(body, dict):
+        if isinstance(body, dict) and "object" in body:  # the OpenAI-compatible API
+            assert body["model"] in ("minilm:1", "chat:1") and (body.get("data") or body.get("choices"))
+            served.add(f"openai {body['model']}")
+        elif isinstance(body, dict):
             assert body["model_version"] == "1" and body["outputs"]
             served.add(body["model_name"])
         else:
             assert {m["name"] for m in body} >= {"iris", "breast-cancer", "breast-cancer-onnx"}
             assert all(m["aliases"] == {"production": 1} for m in body)
     tabular = {"iris", "breast-cancer", "breast-cancer-onnx", "wine-xgboost", "diabetes-lightgbm"}
-    assert tabular | {"minilm"} <= served  # minilm: the real all-MiniLM-L6-v2, 384-dim embeddings
+    # minilm: the real all-MiniLM-L6-v2, 384-dim embeddings; chat: the demo's small GPT-2
+    assert tabular | {"minilm", "chat", "openai minilm:1", "openai chat:1"} <= served
 
 
 def test_readme_quick_tour_is_the_script_and_the_script_runs(demo: RunningServer, tmp_path: Path) -> None:

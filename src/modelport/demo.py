@@ -179,4 +179,22 @@ def curl_examples(base_url: str, key: str | None, models: list[DemoModel]) -> st
             f"curl{auth} -H 'Content-Type: application/json' "
             f"-d '{body}' {base_url}/v2/models/{demo.name}/infer"
         )
+    for name, route, example in OPENAI_EXAMPLES:  # the same models through the OpenAI-compatible API
+        if any(demo.name == name for demo in models):
+            data = json.dumps(example)
+            lines.append(f"curl{auth} -H 'Content-Type: application/json' -d '{data}' {base_url}/v1/{route}")
     return "\n".join(lines)
+
+
+OPENAI_EXAMPLES = (
+    ("minilm", "embeddings", {"model": "minilm", "input": "modelport serves models"}),
+    (
+        "chat",
+        "chat/completions",
+        {
+            "model": "chat",
+            "messages": [{"role": "user", "content": "What does json.dumps do?"}],
+            "max_tokens": 40,
+        },
+    ),
+)

@@ -138,6 +138,21 @@ async def test_a_stop_string_ends_the_text_before_it(runtime: TransformersRuntim
     assert stop not in "".join(pieces)
 
 
+async def test_the_end_token_ends_a_sequence_unless_ignored(runtime: TransformersRuntime) -> None:
+    engine = batcher(runtime)
+    ids = runtime.prompt_ids("hello world")
+    try:
+        whole = await engine.start(ids, greedy(6)).text()
+        first = runtime.prompt_ids(whole)[0]  # make the first token this engine's end token
+        engine._eos = {first}
+        ended = engine.start(ids, greedy(6))
+        assert await ended.text() == "" and ended.finish_reason == STOP and ended.completion_tokens == 1
+        going = engine.start(ids, greedy(6, ignore_eos=True))
+        assert await going.text() == whole and going.finish_reason == LENGTH
+    finally:
+        engine.close()
+
+
 async def test_a_cancelled_stream_frees_its_slot_at_once(runtime: TransformersRuntime) -> None:
     engine = batcher(runtime, max_sequences=1)
     try:

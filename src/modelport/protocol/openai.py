@@ -61,6 +61,7 @@ class _Generating(OpenAIRequest):
     n: int | None = Field(None, description="only 1")
     stream: bool = False
     stream_options: StreamOptions | None = None
+    ignore_eos: bool = Field(False, description="vLLM's extension: go on past the end token, to max_tokens")
 
 
 class TextPart(BaseModel):
@@ -264,6 +265,7 @@ def sampling(request: _Generating, max_tokens: int | None) -> Sampling:
         top_p=1.0 if request.top_p is None else request.top_p,
         seed=request.seed,
         stop=(stop,) if isinstance(stop, str) else tuple(stop or ()),
+        ignore_eos=request.ignore_eos,
     )
 
 

@@ -231,13 +231,16 @@ class ContinuousBatcher:
                     self._waiting.remove(seq)
                 capacity = self.limits.max_sequences if self._merges else 1
                 admitted: list[_Sequence] = []
+                longest = 0  # prompts prefilled together: their padded tokens within the token budget
                 while self._waiting and len(self._running) + len(admitted) < capacity:
+                    longest = max(longest, len(self._waiting[0].prompt))
+                    if admitted and longest * (len(admitted) + 1) > self.limits.max_waiting_tokens:
+                        break
                     admitted.append(self._waiting.popleft())
             try:
                 with torch.inference_mode(), batch_memory_as_overload(self._device):
                     self._drop([i for i, s in enumerate(self._running) if s.stream.cancelled])
-                    for seq in admitted:
-                        self._prefill(seq)
+                    self._prefill(admitted)
                     if self._running:
                         self._step()
             except Exception as exc:  # the whole batch fails together; the loop goes on
@@ -253,51 +256,66 @@ class ContinuousBatcher:
         self._running, self._lengths = [], []
         self._cache = self._mask = None
 
-    def _prefill(self, seq: _Sequence) -> None:
+    def _prefill(self, admitted: list[_Sequence]) -> None:
+        """The prompts of sequences admitted together, in one forward pass (left-padded, masked), each
+        into a cache row of its own; those not done at their first token join the running batch."""
         import torch
         from transformers import DynamicCache
 
-        if seq.stream.cancelled:
+        seqs = [s for s in admitted if not s.stream.cancelled]
+        if not seqs:
             return
-        ids = torch.tensor([seq.prompt], dtype=torch.long, device=self._device)
+        width = max(len(s.prompt) for s in seqs)
+        pads = [width - len(s.prompt) for s in seqs]
+        ids = [[0] * pad + s.prompt for s, pad in zip(seqs, pads, strict=True)]
+        mask = [[0] * pad + [1] * len(s.prompt) for s, pad in zip(seqs, pads, strict=True)]
+        positions = [[0] * pad + list(range(len(s.prompt))) for s, pad in zip(seqs, pads, strict=True)]
         try:
             out = self._model(
-                input_ids=ids,
-                attention_mask=torch.ones_like(ids),
+                input_ids=torch.tensor(ids, dtype=torch.long, device=self._device),
+                attention_mask=torch.tensor(mask, dtype=torch.long, device=self._device),
+                position_ids=torch.tensor(positions, dtype=torch.long, device=self._device),
                 use_cache=True,
                 **{self._cache_name: DynamicCache(config=self._model.config)},
                 **self._last_logits,
             )
         except Exception as exc:
-            seq.stream.fail(exc if isinstance(exc, ModelportError) else InferenceFailed("prefill failed"))
+            for seq in seqs:
+                seq.stream.fail(exc if isinstance(exc, ModelportError) else InferenceFailed("prefill failed"))
             return
-        token = self._pick(out.logits[:, -1, :], [seq])[0]
-        if self._emit(seq, token):
+        tokens = self._pick(out.logits[:, -1, :], seqs)
+        going = [
+            i for i, (seq, token) in enumerate(zip(seqs, tokens, strict=True)) if not self._emit(seq, token)
+        ]
+        if not going:
             return
-        self._join(seq, [(layer.keys, layer.values) for layer in out[self._cache_name].layers])
+        index = torch.tensor(going, device=self._device)
+        rows = [(layer.keys[index], layer.values[index]) for layer in out[self._cache_name].layers]
+        self._join([seqs[i] for i in going], rows, torch.tensor(mask, device=self._device)[index])
 
-    def _join(self, seq: _Sequence, rows: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-        """Stack a prefilled sequence's cache under the running batch's, left-padded to one length."""
+    def _join(
+        self, seqs: list[_Sequence], rows: list[tuple[torch.Tensor, torch.Tensor]], mask: torch.Tensor
+    ) -> None:
+        """Stack prefilled sequences' cache rows under the running batch's, left-padded to one length."""
         import torch
         from transformers import DynamicCache
 
-        length = len(seq.prompt)
-        own = torch.ones((1, length), dtype=torch.long, device=self._device)
-        if self._cache is None or self._mask is None:
-            layers, mask = rows, own
-        else:
-            width = max(self._mask.shape[1], length)
-            layers = [
+        lengths = [len(s.prompt) for s in seqs]
+        cut = mask.shape[1] - max(lengths)  # padding none of the new rows needs
+        rows, mask = [(k[:, :, cut:], v[:, :, cut:]) for k, v in rows], mask[:, cut:]
+        if self._cache is not None and self._mask is not None:
+            width = max(self._mask.shape[1], mask.shape[1])
+            rows = [
                 (
                     torch.cat([_pad_left(k, width), _pad_left(nk, width)]),
                     torch.cat([_pad_left(v, width), _pad_left(nv, width)]),
                 )
                 for (k, v), (nk, nv) in zip(self._layers(), rows, strict=True)
             ]
-            mask = torch.cat([_pad_left(self._mask, width), _pad_left(own, width)])
-        self._cache, self._mask = DynamicCache(ddp_cache_data=layers), mask
-        self._running.append(seq)
-        self._lengths.append(length)
+            mask = torch.cat([_pad_left(self._mask, width), _pad_left(mask, width)])
+        self._cache, self._mask = DynamicCache(ddp_cache_data=rows), mask
+        self._running.extend(seqs)
+        self._lengths.extend(lengths)
 
     def _layers(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return [(layer.keys, layer.values) for layer in self._cache.layers]
@@ -374,7 +392,7 @@ class ContinuousBatcher:
         seq.made += 1
         if seq.stream.cancelled:
             return True
-        if token in self._eos:
+        if token in self._eos and not seq.sampling.ignore_eos:
             seq.stream.put(Delta(seq.tail.flush(), STOP), 1)
             return True
         text, stopped = seq.tail.push(token)

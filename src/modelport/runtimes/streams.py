@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -33,6 +34,7 @@ class Sampling:
     top_p: float = 1.0
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    ignore_eos: bool = False  # go on past the end token, to max_tokens (vLLM's extension, for benchmarks)
 
     def __post_init__(self) -> None:
         if self.max_tokens is not None and self.max_tokens < 1:
@@ -72,7 +74,8 @@ class TokenStream:
     first_token: float | None = None  # perf_counter of the first token's text
     finished: float | None = None
     finish_reason: str | None = None
-    _queue: asyncio.Queue[Delta | BaseException] = field(default_factory=asyncio.Queue)
+    _items: deque[Delta | BaseException] = field(default_factory=deque)  # touched on the loop only
+    _arrived: asyncio.Event = field(default_factory=asyncio.Event)
     _on_cancel: Callable[[], None] | None = None
     _cancelled: threading.Event = field(default_factory=threading.Event)
     _ended: bool = False  # the reader has taken the last delta
@@ -102,9 +105,13 @@ class TokenStream:
 
     def _send(self, item: Delta | BaseException) -> None:
         try:
-            self.loop.call_soon_threadsafe(self._queue.put_nowait, item)
+            self.loop.call_soon_threadsafe(self._arrive, item)
         except RuntimeError:  # the reader's event loop is gone: nobody waits for this sequence
             self._cancelled.set()
+
+    def _arrive(self, item: Delta | BaseException) -> None:
+        self._items.append(item)
+        self._arrived.set()
 
     # ---- the reader's side --------------------------------------------------------------------------
     def cancel(self) -> None:
@@ -120,10 +127,19 @@ class TokenStream:
     async def __anext__(self) -> Delta:
         if self._ended:
             raise StopAsyncIteration
-        item = await self._queue.get()
+        while not self._items:
+            self._arrived.clear()
+            await self._arrived.wait()
+        item = self._items.popleft()
         if isinstance(item, BaseException):
             self._ended = True
             raise item
+        # a reader that fell behind takes what has arrived since in one piece: fewer, larger chunks
+        # under load, the same text
+        while item.finish_reason is None and self._items and isinstance(self._items[0], Delta):
+            following = self._items.popleft()
+            assert isinstance(following, Delta)
+            item = Delta(item.text + following.text, following.finish_reason)
         self._ended = item.finish_reason is not None
         return item
 
