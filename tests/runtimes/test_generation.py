@@ -11,7 +11,7 @@ from typing import Any, cast
 
 import pytest
 
-from modelport.errors import InvalidInput, Overloaded
+from modelport.errors import InferenceFailed, InvalidInput, Overloaded
 from modelport.runtimes.base import Batching, LoadOptions, Task
 from modelport.runtimes.decoding import ContinuousBatcher
 from modelport.runtimes.streams import LENGTH, STOP, Sampling, TextTail, TokenStream
@@ -260,3 +260,63 @@ def test_text_tail_waits_for_a_whole_character() -> None:
     cut.push(0)
     assert cut.push(1) == ("", False)
     assert cut.flush() == "\ufffd"  # the sequence ended mid-character: as the tokenizer decodes it
+
+
+async def test_a_tiny_temperature_is_greedy_and_fails_no_one(runtime: TransformersRuntime) -> None:
+    engine = batcher(runtime)
+    ids = runtime.prompt_ids("hello world")
+    try:
+        beside = engine.start(runtime.prompt_ids("the lazy dog"), greedy(30))
+        tiny = await engine.start(ids, Sampling(max_tokens=20, temperature=1e-300, seed=1)).text()
+        assert tiny == await engine.start(ids, greedy(20)).text()
+        assert len(await beside.text()) > 0  # decoded beside it, unharmed
+    finally:
+        engine.close()
+
+
+async def test_a_failure_while_admitting_fails_those_sequences_not_hangs(
+    runtime: TransformersRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = batcher(runtime)
+    try:
+        monkeypatch.setattr(engine, "_pick", lambda *_: (_ for _ in ()).throw(RuntimeError("boom")))
+        stream = engine.start(runtime.prompt_ids("hello"), greedy(5))
+        with pytest.raises(InferenceFailed, match="generation failed: RuntimeError"):
+            await asyncio.wait_for(stream.text(), 10)
+        monkeypatch.undo()
+        assert len(await engine.start(runtime.prompt_ids("hello"), greedy(5)).text()) > 0  # it goes on
+    finally:
+        engine.close()
+
+
+async def test_a_sliding_window_model_decodes_one_at_a_time_as_generate_does(tmp_path: Path) -> None:
+    """Its cache is the model's own (sliding layers), never restacked: prompts longer than the window."""
+    from transformers import MistralConfig, MistralForCausalLM
+
+    tokenizer = textmodels.bpe_tokenizer()
+    config = MistralConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=128,
+        sliding_window=8,
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(0)
+    folder = textmodels._quiet_save(MistralForCausalLM(config).eval(), tokenizer, tmp_path / "m" / "model")
+    loaded = TransformersRuntime()
+    loaded.load(folder.parent, LoadOptions(threads=torch.get_num_threads()))
+    engine = batcher(loaded)
+    prompt = "the quick brown fox jumps over the lazy dog and the small test of the tokenizer"
+    try:
+        assert not engine._merges
+        streams = [engine.start(loaded.prompt_ids(prompt), greedy(20)) for _ in range(2)]
+        texts = await asyncio.gather(*(s.text() for s in streams))
+    finally:
+        engine.close()
+        loaded.unload()
+    assert texts == [reference(folder, prompt, 20)] * 2

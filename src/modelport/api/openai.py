@@ -18,7 +18,7 @@ import asyncio
 import logging
 import statistics
 import time
-from collections.abc import AsyncGenerator, Awaitable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -132,6 +132,7 @@ class Call:
     version: int | None = None
     prompt_tokens: int = 0  # of an embeddings request (a generation's are its streams')
     streams: Sequence[TokenStream] = ()
+    reported: bool = False  # observers hear of a request once, however it ends
 
     @property
     def tokens_in(self) -> int:
@@ -224,7 +225,12 @@ class OpenAIRoutes:
                 first = await _within(request, deadline, events.next())
                 streaming = True  # from here the stream's own generator cancels and reports
                 sse = self._sse(answer, events, first, call, deadline)
-                return EventStream(sse, headers={"x-model-version": str(version.version)})
+
+                def gone() -> None:  # when the body never started: the client left before it
+                    events.close()
+                    self._report(call, CLIENT_GONE, "client_disconnected")
+
+                return EventStream(sse, {"x-model-version": str(version.version)}, gone)
             texts = await _within(request, deadline, events.texts())
             used = wire.usage(call.tokens_in, _completion_tokens(streams))
             payload = answer.whole(texts, [s.finish_reason for s in streams], used)
@@ -295,6 +301,9 @@ class OpenAIRoutes:
         return OPENAI.errors.response(status, error)
 
     def _report(self, call: Call, status: int, error: str | None = None) -> None:
+        if call.reported:
+            return
+        call.reported = True
         streams = call.streams
         firsts = [s.first_token for s in streams if s.first_token is not None]
         per_token = [
@@ -423,12 +432,16 @@ class EventStream(StreamingResponse):
 
     media_type = "text/event-stream"
 
-    def __init__(self, events: AsyncGenerator[bytes, None], headers: dict[str, str]) -> None:
+    def __init__(
+        self, events: AsyncGenerator[bytes, None], headers: dict[str, str], closed: Callable[[], None]
+    ) -> None:
         super().__init__(events, headers={"cache-control": "no-cache", "x-accel-buffering": "no", **headers})
         self._events = events
+        self._closed = closed  # what a generator closed before its first step never ran: its finally
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
             await self._events.aclose()
+            self._closed()

@@ -1,9 +1,10 @@
 """Continuous batching for causal language models on torch (transformers models).
 
-One decoding thread per loaded version runs the loop: admit waiting sequences (each prompt is prefilled
-alone, into a KV cache of its own), then one decode step for every running sequence together, then
-hand each sequence its new text. A sequence joins the running batch at the next step after its prefill
-and leaves it as soon as it is done, cancelled or timed out; the others never wait for it.
+One decoding thread per loaded version runs the loop: admit waiting sequences (their prompts prefilled
+together in one left-padded pass, each into a KV-cache row of its own), then one decode step for every
+running sequence together, then hand each sequence its new text. A sequence joins the running batch at
+the next step after its prefill and leaves it as soon as it is done, cancelled or timed out; the others
+never wait for it.
 
 The running batch keeps each sequence's keys and values as one row of a left-padded cache: a joining
 sequence's cache is padded to the batch's length and stacked under it; a leaving one's row is dropped
@@ -76,13 +77,15 @@ class ContinuousBatcher:
         self,
         model: Any,
         tokenizer: Any,
+        encode: Callable[[str], list[int]],
         device: torch.device,
         limits: DecodingLimits,
         eos: set[int],
         report: Callable[[int, int], None] | None = None,
     ) -> None:
         self._model = model
-        self._tokenizer = tokenizer  # a copy of its own: the runtime's is used on other threads
+        self._tokenizer = tokenizer  # the decoding thread's own copy, to detokenise
+        self._encode = encode  # the runtime's tokenizer (under its lock), for V2 texts
         self._device = device
         self.limits = limits
         self._eos = eos
@@ -120,8 +123,10 @@ class ContinuousBatcher:
         beside every other running sequence."""
         texts = texts_of(inputs, "text")
         keep = self.limits.max_length - self.limits.default_max_tokens  # a long prompt keeps its end
-        streams = [self.start(self._encode(text)[-keep:], Sampling(temperature=0.0)) for text in texts]
+        prompts = await asyncio.to_thread(lambda: [self._encode(text)[-keep:] for text in texts])
+        streams: list[TokenStream] = []
         try:
+            streams.extend(self.start(prompt, Sampling(temperature=0.0)) for prompt in prompts)
             answers = await asyncio.wait_for(asyncio.gather(*(s.text() for s in streams)), timeout)
         except TimeoutError:
             raise RequestTimeout(f"no answer within {timeout:g} s") from None
@@ -129,9 +134,6 @@ class ContinuousBatcher:
             for stream in streams:
                 stream.cancel()
         return {"text": text_array(answers)}
-
-    def _encode(self, text: str) -> list[int]:
-        return list(self._tokenizer(text)["input_ids"])
 
     def wait_idle(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -227,34 +229,44 @@ class ContinuousBatcher:
                     self._wake.wait()
                 if self._closed:
                     return
-                for seq in [s for s in self._waiting if s.stream.cancelled]:
-                    self._waiting.remove(seq)
-                capacity = self.limits.max_sequences if self._merges else 1
-                admitted: list[_Sequence] = []
-                longest = 0  # prompts prefilled together: their padded tokens within the token budget
-                while self._waiting and len(self._running) + len(admitted) < capacity:
-                    longest = max(longest, len(self._waiting[0].prompt))
-                    if admitted and longest * (len(admitted) + 1) > self.limits.max_waiting_tokens:
-                        break
-                    admitted.append(self._waiting.popleft())
+            admitted: list[_Sequence] = []
             try:
                 with torch.inference_mode(), batch_memory_as_overload(self._device):
+                    # cancelled rows leave first, so that their slots go to waiting sequences at once
                     self._drop([i for i, s in enumerate(self._running) if s.stream.cancelled])
+                    admitted = self._admit()
                     self._prefill(admitted)
+                    admitted = []
                     if self._running:
                         self._step()
-            except Exception as exc:  # the whole batch fails together; the loop goes on
-                self._fail_running(exc)
+            except Exception as exc:  # the batch fails together, with what it was admitting; the loop goes on
+                self._fail([*self._running, *admitted], exc)
+                self._running, self._lengths, self._cache, self._mask = [], [], None, None
             self._reported()
 
-    def _fail_running(self, exc: Exception) -> None:
+    def _admit(self) -> list[_Sequence]:
+        """Waiting sequences that get a slot now: as many as there are free slots and as can be
+        prefilled together within the token budget (their padded prompts)."""
+        with self._wake:
+            for seq in [s for s in self._waiting if s.stream.cancelled]:
+                self._waiting.remove(seq)
+            capacity = self.limits.max_sequences if self._merges else 1
+            admitted: list[_Sequence] = []
+            longest = 0
+            while self._waiting and len(self._running) + len(admitted) < capacity:
+                longest = max(longest, len(self._waiting[0].prompt))
+                if admitted and longest * (len(admitted) + 1) > self.limits.max_waiting_tokens:
+                    break
+                admitted.append(self._waiting.popleft())
+            return admitted
+
+    @staticmethod
+    def _fail(seqs: Sequence[_Sequence], exc: Exception) -> None:
         if not isinstance(exc, ModelportError):
-            log.exception("decoding failed")
+            log.error("decoding failed", exc_info=exc)
             exc = InferenceFailed(f"generation failed: {type(exc).__name__}")
-        for seq in self._running:
+        for seq in seqs:
             seq.stream.fail(exc)
-        self._running, self._lengths = [], []
-        self._cache = self._mask = None
 
     def _prefill(self, admitted: list[_Sequence]) -> None:
         """The prompts of sequences admitted together, in one forward pass (left-padded, masked), each
@@ -270,24 +282,23 @@ class ContinuousBatcher:
         ids = [[0] * pad + s.prompt for s, pad in zip(seqs, pads, strict=True)]
         mask = [[0] * pad + [1] * len(s.prompt) for s, pad in zip(seqs, pads, strict=True)]
         positions = [[0] * pad + list(range(len(s.prompt))) for s, pad in zip(seqs, pads, strict=True)]
-        try:
-            out = self._model(
-                input_ids=torch.tensor(ids, dtype=torch.long, device=self._device),
-                attention_mask=torch.tensor(mask, dtype=torch.long, device=self._device),
-                position_ids=torch.tensor(positions, dtype=torch.long, device=self._device),
-                use_cache=True,
-                **{self._cache_name: DynamicCache(config=self._model.config)},
-                **self._last_logits,
-            )
-        except Exception as exc:
-            for seq in seqs:
-                seq.stream.fail(exc if isinstance(exc, ModelportError) else InferenceFailed("prefill failed"))
-            return
+        out = self._model(
+            input_ids=torch.tensor(ids, dtype=torch.long, device=self._device),
+            attention_mask=torch.tensor(mask, dtype=torch.long, device=self._device),
+            position_ids=torch.tensor(positions, dtype=torch.long, device=self._device),
+            use_cache=True,
+            **{self._cache_name: DynamicCache(config=self._model.config)},
+            **self._last_logits,
+        )
         tokens = self._pick(out.logits[:, -1, :], seqs)
         going = [
             i for i, (seq, token) in enumerate(zip(seqs, tokens, strict=True)) if not self._emit(seq, token)
         ]
         if not going:
+            return
+        if not self._merges:  # one sequence at a time: its cache stays as the model made it
+            self._cache, self._mask = out[self._cache_name], torch.tensor(mask, device=self._device)
+            self._running, self._lengths = [seqs[0]], [len(seqs[0].prompt)]
             return
         index = torch.tensor(going, device=self._device)
         rows = [(layer.keys[index], layer.values[index]) for layer in out[self._cache_name].layers]
@@ -384,6 +395,8 @@ class ContinuousBatcher:
                 cut = cumulative - ordered.softmax(dim=-1) >= seq.sampling.top_p  # keep the first over top_p
                 row[order[cut]] = float("-inf")
             probs = row.softmax(dim=-1)
+            if not bool(torch.isfinite(probs).all()):  # logits the temperature overflowed: the likeliest
+                continue
             tokens[i] = int(torch.multinomial(probs, 1, generator=seq.generator).item())
         return tokens
 

@@ -73,7 +73,7 @@ def module_class(type_name: str) -> str:
     return type_name.rsplit(".", 1)[-1]
 
 
-class SentenceTransformersRuntime(TorchModelRuntime):
+class SentenceTransformersRuntime(textkit.TextEmbeddings, TorchModelRuntime):
     framework: ClassVar[str] = "sentence-transformers"
     capabilities: ClassVar[Capabilities] = Capabilities(
         tasks=frozenset({Task.PREDICT, Task.EMBED}),
@@ -184,20 +184,8 @@ class SentenceTransformersRuntime(TorchModelRuntime):
     def max_input_tokens(self) -> int:
         return self._max_length or 0
 
-    def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        return textkit.count_tokens(
-            self._model.tokenizer,
-            self._tokenizing,
-            texts,
-            self._max_length,
-            bool(self._settings.get("truncate")),
-        )
-
-    def resizable(self) -> bool:
-        return bool(self._settings.get("matryoshka"))
-
-    def decode(self, ids: Sequence[Sequence[int]]) -> list[str]:
-        return textkit.decode_ids(self._model.tokenizer, self._tokenizing, ids)
+    def _text_tokenizer(self) -> Any:
+        return self._model.tokenizer
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """One vector per text, as ``SentenceTransformer.encode`` gives, computed in length-sorted chunks

@@ -22,6 +22,7 @@ STOP = "stop"  # finish reasons, as OpenAI names them
 LENGTH = "length"
 MAX_STOP_STRINGS = 4  # as OpenAI allows
 MAX_STOP_CHARS = 64
+GREEDY_BELOW = 1e-5  # temperatures under it are greedy (as vLLM does)
 MAX_PENDING_TOKENS = 4  # a UTF-8 character is at most 4 bytes: byte-level tokens
 
 
@@ -52,7 +53,8 @@ class Sampling:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0.0
+        """Temperatures this low pick the likeliest token anyway (and would overflow the logits)."""
+        return self.temperature < GREEDY_BELOW
 
 
 @dataclass(frozen=True)
@@ -172,7 +174,7 @@ class TextTail:
         # a token that ends mid-character waits for the next, but not for ever (a model emitting stray
         # bytes would otherwise hold the text back and decode an ever longer window)
         whole = not after.endswith("\ufffd") or len(self._ids) - self._read >= MAX_PENDING_TOKENS
-        if len(after) > len(before) and whole:
+        if whole:  # (a token with no text, a skipped special one, moves the window on as well)
             self._text += after[len(before) :]
             self._prefix, self._read = self._read, len(self._ids)
         if self._stop:

@@ -270,6 +270,29 @@ def check_settings(settings: Mapping[str, Any], known: Mapping[str, Check], what
 EMBEDDING_SETTINGS: dict[str, Check] = {"truncate": boolean, "matryoshka": boolean}
 
 
+class TextEmbeddings:
+    """What the text-embedding runtimes answer for ``/v1/embeddings`` beyond their vectors (the
+    ``EmbeddingRuntime`` methods): token counts, whether vectors may be cut, and texts of token ids.
+    A runtime sets ``_settings``, ``_tokenizing`` and ``_max_length``, and says where its tokenizer is."""
+
+    _settings: dict[str, Any]
+    _tokenizing: threading.Lock
+    _max_length: int | None
+
+    def _text_tokenizer(self) -> Any:
+        raise NotImplementedError
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        truncate = bool(self._settings.get("truncate"))
+        return count_tokens(self._text_tokenizer(), self._tokenizing, texts, self._max_length, truncate)
+
+    def resizable(self) -> bool:
+        return bool(self._settings.get("matryoshka"))
+
+    def decode(self, ids: Sequence[Sequence[int]]) -> list[str]:
+        return decode_ids(self._text_tokenizer(), self._tokenizing, ids)
+
+
 def count_tokens(
     tokenizer: Any, lock: threading.Lock, texts: Sequence[str], longest: int | None, truncate: bool
 ) -> list[int]:

@@ -69,6 +69,7 @@ SETTINGS: dict[str, dict[str, textkit.Check]] = {
 DEFAULT_MAX_NEW_TOKENS = 256  # a request that names no max_tokens (at most half the model's context)
 DEFAULT_MAX_SEQUENCES = 32  # decoded together; more wait
 UNKNOWN_CONTEXT = 2048  # the context length of a model whose config gives none
+CHECK_TOKENS = 8  # what ``predict`` (the load check) generates when the version sets no max_new_tokens
 INPUT = TensorSpec("text", "BYTES", (-1,))
 # the chat template of a tokenizer that has none (ChatML): what many instruct models use
 DEFAULT_CHAT_TEMPLATE = (
@@ -114,7 +115,7 @@ def check_generation_length(max_new_tokens: int, longest: int | None) -> None:
         )
 
 
-class TransformersRuntime(TorchModelRuntime):
+class TransformersRuntime(textkit.TextEmbeddings, TorchModelRuntime):
     framework: ClassVar[str] = "transformers"
     capabilities: ClassVar[Capabilities] = Capabilities(
         tasks=frozenset({Task.PREDICT, Task.EMBED, Task.STREAM}),  # each version: see loaded_capabilities
@@ -254,7 +255,7 @@ class TransformersRuntime(TorchModelRuntime):
     def predict(self, inputs: Tensors, outputs: Sequence[str] | None = None) -> Tensors:
         names = self.signature().check_outputs(outputs)
         texts = texts_of(inputs, INPUT.name)
-        if self._task == GENERATION:
+        if self._task == GENERATION:  # the load check's path: requests go through ``scheduler``
             result = {"text": text_array([self._generate(t) for t in texts])}
         elif self._task == CLASSIFICATION:
             scores = self._run(texts, self._classify, len(self._labels))
@@ -352,7 +353,8 @@ class TransformersRuntime(TorchModelRuntime):
         import torch
         from transformers import GenerationConfig
 
-        new_tokens = self._max_new_tokens()
+        # the version's max_new_tokens when it sets one, else a few: enough to show the model generates
+        new_tokens = int(self._settings.get("max_new_tokens", CHECK_TOKENS))
         with self._tokenizing:
             ids = self._tokenizer(text)["input_ids"]
         if self._max_length is not None:
@@ -391,16 +393,8 @@ class TransformersRuntime(TorchModelRuntime):
             return replace(declared, tasks=frozenset({Task.PREDICT, Task.EMBED}))
         return replace(declared, tasks=frozenset({Task.PREDICT}))
 
-    def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        return textkit.count_tokens(
-            self._tokenizer, self._tokenizing, texts, self._max_length, bool(self._settings.get("truncate"))
-        )
-
-    def resizable(self) -> bool:
-        return bool(self._settings.get("matryoshka"))
-
-    def decode(self, ids: Sequence[Sequence[int]]) -> list[str]:
-        return textkit.decode_ids(self._tokenizer, self._tokenizing, ids)
+    def _text_tokenizer(self) -> Any:
+        return self._tokenizer
 
     # ---- generation (continuous batching) ----------------------------------------------------------------
     def scheduler(
@@ -418,7 +412,13 @@ class TransformersRuntime(TorchModelRuntime):
         )
         # the decoding thread detokenises with a tokenizer of its own: a fast tokenizer is not shared
         return ContinuousBatcher(
-            self._model, copy.deepcopy(self._tokenizer), self._device, limits, self._eos_ids(), report
+            self._model,
+            copy.deepcopy(self._tokenizer),
+            self.prompt_ids,
+            self._device,
+            limits,
+            self._eos_ids(),
+            report,
         )
 
     def prompt_ids(self, prompt: str | Sequence[Mapping[str, str]]) -> list[int]:

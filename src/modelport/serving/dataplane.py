@@ -15,7 +15,7 @@ import logging
 import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import TypeVar, cast
 
 import numpy as np
 
@@ -45,6 +45,8 @@ from modelport.serving.observers import Observers
 from modelport.serving.router import Router
 
 log = logging.getLogger("modelport.dataplane")
+A = TypeVar("A")
+R = TypeVar("R")
 TOKENIZE_INLINE_CHARS = 2048  # texts up to this size are tokenized on the event loop (tens of µs)
 EVICTING = frozenset({ChangeKind.VERSION_DELETED, ChangeKind.MODEL_DELETED, ChangeKind.MODEL_UNLOADED})
 
@@ -170,12 +172,10 @@ class DataPlane:
         runtime = cast(EmbeddingRuntime, served.loaded.runtime)
         texts = [t for t in inputs if isinstance(t, str)]
         if len(texts) < len(inputs):  # token ids of the model's own tokenizer
-            texts = runtime.decode([t for t in inputs if not isinstance(t, str)])
+            ids = [t for t in inputs if not isinstance(t, str)]
+            texts = await _off_loop_if(sum(map(len, ids)) > TOKENIZE_INLINE_CHARS, runtime.decode, ids)
         # refuses texts over the model's length first; a long request is tokenized off the event loop
-        if sum(len(t) for t in texts) > TOKENIZE_INLINE_CHARS:
-            tokens = await asyncio.to_thread(runtime.count_tokens, texts)
-        else:
-            tokens = runtime.count_tokens(texts)
+        tokens = await _off_loop_if(sum(map(len, texts)) > TOKENIZE_INLINE_CHARS, runtime.count_tokens, texts)
         tensors = {served.loaded.signature.inputs[0].name: text_array(texts)}
         outputs = await _translated(served, served.scheduler.submit(tensors, None, self._limit(timeout)))
         vectors = outputs[served.loaded.signature.outputs[0].name]
@@ -198,7 +198,9 @@ class DataPlane:
         else:
             chat = not isinstance(prompt, str)
             runtime = cast(StreamingRuntime, served.loaded.runtime)
-            ids = runtime.prompt_ids(cast(str | Sequence[Mapping[str, str]], prompt))
+            text = cast(str | Sequence[Mapping[str, str]], prompt)
+            size = len(text) if isinstance(text, str) else sum(len(str(m.get("content", ""))) for m in text)
+            ids = await _off_loop_if(size > TOKENIZE_INLINE_CHARS, runtime.prompt_ids, text)
         try:
             stream = cast(GenerationScheduler, served.scheduler).start(ids, sampling)
         except InvalidInput as exc:
@@ -313,6 +315,12 @@ class DataPlane:
 
     def close(self) -> None:
         self.cache.close()
+
+
+async def _off_loop_if(heavy: bool, work: Callable[[A], R], argument: A) -> R:
+    """``work(argument)``, in a thread when it is ``heavy`` (tokenizing a long text): the event loop serves
+    everyone else meanwhile; short texts take tens of µs, less than the hand-over."""
+    return await asyncio.to_thread(work, argument) if heavy else work(argument)
 
 
 def _require(served: ServedVersion, task: Task, what: str) -> None:
