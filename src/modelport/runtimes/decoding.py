@@ -154,6 +154,7 @@ class ContinuousBatcher:
         self._waiting.clear()
         self._running.clear()
         self._cache = self._mask = None
+        self._reported()  # its gauges read 0
 
     # ---- requests ---------------------------------------------------------------------------------------
     def start(self, prompt: list[int], sampling: Sampling) -> TokenStream:
@@ -199,7 +200,10 @@ class ContinuousBatcher:
             if len(self._waiting) >= limits.max_waiting or (
                 self._waiting and waiting_tokens + len(prompt) > limits.max_waiting_tokens
             ):
-                raise Overloaded(f"{len(self._waiting)} sequences are waiting for this model; retry shortly")
+                raise Overloaded(
+                    f"{len(self._waiting)} sequences ({waiting_tokens} prompt tokens) are waiting for this "
+                    "model; retry shortly"
+                )
             self._waiting.append(seq)
             stream.on_cancel(self._poke)
             self._wake.notify()
