@@ -73,10 +73,9 @@ def serve(
         )
     if services.generated_admin_key:
         err.print(
-            f"[bold]admin key[/bold] (shown once, also in {settings.data_dir / 'admin.key'}): "
-            f"{services.generated_admin_key}",
+            f"[bold]admin key[/bold] (shown once, also in {escape(str(settings.data_dir / 'admin.key'))}): "
+            f"{escape(services.generated_admin_key)}",
             highlight=False,
-            markup=False,
         )
     if demo:
         err.print("training and pushing demo models ...")
