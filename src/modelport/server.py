@@ -99,7 +99,7 @@ def build_services(settings: Settings, *, primary: bool = True) -> Services:
         generated = keys.bootstrap_admin(data_dir, settings.admin_key) if settings.auth else None
     executor = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="modelport-infer")
     cache = ModelCache(repository, executor, int(settings.model_memory_budget), policy_for(settings))
-    dataplane = DataPlane(registry, cache, settings.request_timeout)
+    dataplane = DataPlane(registry, cache, settings.request_timeout, settings.generation_timeout)
     dataplane.observers.add(cache.metrics)
     return Services(settings, registry, repository, dataplane, keys, executor, generated)
 

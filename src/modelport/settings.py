@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     # GPU memory versions may use; unset: 90% of the GPUs' memory (none without a GPU); 0: never a GPU
     gpu_memory_budget: ByteSize | None = Field(None, ge=0)
     request_timeout: float = Field(30.0, gt=0)
+    # a whole text generation (/v1 chat and completions): long answers on a slow model take minutes
+    generation_timeout: float = Field(600.0, gt=0)
     max_batch_size: int = Field(limits.MAX_BATCH_SIZE, ge=1, le=limits.BATCH_SIZE_LIMIT)
     max_batch_delay_ms: float = Field(limits.MAX_BATCH_DELAY_MS, ge=0, le=limits.BATCH_DELAY_LIMIT_MS)
     max_queue: int = Field(limits.MAX_QUEUE, ge=1, le=limits.QUEUE_LIMIT)

@@ -477,7 +477,7 @@ def completion_tokens(metrics: httpx.Response) -> float:
 
 # ---- timeouts -----------------------------------------------------------------------------------------
 async def test_a_timeout_answers_504_and_frees_the_slot(tmp_path: Path, built: dict[str, Path]) -> None:
-    services = make_services(tmp_path / "data", request_timeout=0.5)
+    services = make_services(tmp_path / "data", generation_timeout=0.5)
     transport = httpx.ASGITransport(app=build_app(services))
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://t", headers=AUTH, timeout=60) as c:

@@ -7,7 +7,7 @@ plane's observers when its answer ends, a streamed one when its stream does.
 
 A generation's token streams are cancelled however the request ends (answered, failed, timed out, the
 client gone): that is what frees their sequences' slots at once. A generation is bounded by the data
-plane's request timeout from when its streams are queued (as on V2, loading the version is not counted):
+plane's generation timeout from when its streams are queued (as on V2, loading the version is not counted):
 504 before the answer starts, an error event after. A streamed answer starts with its first token, so an
 error before it (a full queue, a timeout while waiting for a slot) is still an HTTP status.
 """
@@ -217,7 +217,7 @@ class OpenAIRoutes:
             call.model, call.streams = name, streams
             version = await self._start(name, ref, prompts, sampling, streams)
             # as on V2, the timeout bounds the work (waiting for a slot, decoding), not a first load
-            deadline = asyncio.get_running_loop().time() + self.dataplane.request_timeout
+            deadline = asyncio.get_running_loop().time() + self.dataplane.generation_timeout
             call.version = version.version
             options = body.stream_options
             answer = wire.Answer(chat, f"{name}:{version.version}", bool(options and options.include_usage))
@@ -351,7 +351,9 @@ class _bounded:
         try:
             await self._timeout.__aexit__(kind, exc, trace)
         except TimeoutError:
-            raise RequestTimeout("no answer within the server's request timeout") from None
+            raise RequestTimeout(
+                "the generation did not end within the server's generation timeout"
+            ) from None
 
 
 async def _within(request: Request, deadline: float, work: Awaitable[T]) -> T:

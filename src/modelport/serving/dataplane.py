@@ -78,6 +78,7 @@ class DataPlane:
         registry: Registry,
         cache: ModelCache,
         request_timeout: float = 30.0,
+        generation_timeout: float = 600.0,
         observers: Observers | None = None,
     ) -> None:
         self.registry = registry
@@ -85,6 +86,7 @@ class DataPlane:
         self.router = Router(registry)
         self.observers = observers or Observers()
         self.request_timeout = request_timeout
+        self.generation_timeout = generation_timeout  # a whole generation, streamed or not
         self.on_keys_changed: list[Callable[[], None]] = []
         self._seen = registry.changes.head()
         self._readable: set[str] = set()  # blobs this process has proven it can read
