@@ -11,6 +11,7 @@ probes attributes.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -132,6 +133,14 @@ class LoadOptions:
     # the version config's ``runtime`` object: settings only this runtime understands (and checks),
     # e.g. {"pooling": "mean", "normalize": true, "max_new_tokens": 32} for a transformers model
     settings: Mapping[str, Any] = field(default_factory=dict)
+
+
+def require_modules(framework: str, modules: Sequence[str], extra: str) -> None:
+    """Raise ImportError (the catalog then leaves the runtime out) when a module a runtime needs is not
+    installed; checked without importing it, so that loading the catalog imports no framework."""
+    for module in modules:
+        if importlib.util.find_spec(module) is None:
+            raise ImportError(f"the {framework} runtime needs {module}: pip install 'modelport[{extra}]'")
 
 
 def is_cuda(device: str) -> bool:

@@ -7,7 +7,6 @@ A ``.keras`` archive names the classes and functions Keras builds the model from
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import sys
@@ -15,7 +14,7 @@ import tempfile
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -33,15 +32,12 @@ from modelport.runtimes.base import (
     find_model_file,
     first_line,
     refuse_unread_options,
+    require_modules,
     select,
 )
 from modelport.serving.datatypes import numpy_dtype
 
-if importlib.util.find_spec("keras") is None or importlib.util.find_spec("torch") is None:
-    raise ImportError("keras and torch are not installed")
-
-if TYPE_CHECKING:
-    pass
+require_modules("keras", ("keras", "torch"), "keras")
 
 # layers that run a program Keras does not describe: Python bytecode, a pickled torch module, JAX or
 # TensorFlow functions

@@ -9,7 +9,6 @@ loads with ``trust_remote_code`` off and local files only.
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import threading
 from collections.abc import Sequence
@@ -31,14 +30,13 @@ from modelport.runtimes.base import (
     TensorSpec,
     TorchModelRuntime,
     first_line,
+    require_modules,
     texts_of,
 )
 
-for _needed in ("torch", "transformers", "sentence_transformers", "safetensors"):
-    if importlib.util.find_spec(_needed) is None:
-        raise ImportError(
-            f"the sentence-transformers runtime needs {_needed}: pip install 'modelport[transformers]'"
-        )
+require_modules(
+    "sentence-transformers", ("torch", "transformers", "sentence_transformers", "safetensors"), "transformers"
+)
 
 if TYPE_CHECKING:
     pass

@@ -9,7 +9,6 @@ Loading either format can do more than read tensors, so ``vet`` reads the archiv
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import zipfile
 from collections.abc import Callable, Sequence
@@ -31,13 +30,13 @@ from modelport.runtimes.base import (
     TorchModelRuntime,
     find_model_file,
     refuse_unread_options,
+    require_modules,
     select,
 )
 from modelport.serving.datatypes import numpy_dtype
 from modelport.storage.sniff import is_torchscript
 
-if importlib.util.find_spec("torch") is None:
-    raise ImportError("torch is not installed")
+require_modules("torch", ("torch",), "torch")
 
 if TYPE_CHECKING:
     import torch

@@ -15,7 +15,6 @@ transformers runs: safetensors weights, no ``auto_map``, ``trust_remote_code`` o
 from __future__ import annotations
 
 import copy
-import importlib.util
 import inspect
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -40,13 +39,12 @@ from modelport.runtimes.base import (
     TensorSpec,
     TorchModelRuntime,
     first_line,
+    require_modules,
     text_array,
     texts_of,
 )
 
-for _needed in ("torch", "transformers", "tokenizers", "safetensors"):
-    if importlib.util.find_spec(_needed) is None:
-        raise ImportError(f"the transformers runtime needs {_needed}: pip install 'modelport[transformers]'")
+require_modules("transformers", ("torch", "transformers", "tokenizers", "safetensors"), "transformers")
 
 if TYPE_CHECKING:
     import torch
