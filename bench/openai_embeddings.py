@@ -33,7 +33,6 @@ import contextlib
 import json
 import os
 import resource
-import signal
 import statistics
 import subprocess
 import sys
@@ -49,7 +48,7 @@ from modelport.demo import minilm_archive
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from embeddings import raw_encode, sentences
-from run import KEY, ONE_THREAD, REPO, Server, _descendants
+from run import KEY, ONE_THREAD, REPO, Server, _descendants, stop_group
 
 BENCH = Path(__file__).resolve().parent
 
@@ -81,13 +80,7 @@ class Process:
         raise RuntimeError(f"{cmd[3]} did not start in 300 s:\n{tail(log)}")
 
     def stop(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+        stop_group(self.proc)
         self.log.close()
 
 
