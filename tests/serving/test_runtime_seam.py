@@ -198,7 +198,7 @@ def test_a_route_switches_only_after_its_new_target_is_warm(tmp_path: Path) -> N
         for _ in range(2):
             repo.push_bytes("m", [fixtures.fake_artifact()], by="t")
         repo.promote("m", "production", 1, by="t")
-        router.remember(router.route_for("m", None))
+        router.lookup("m", None)
         repo.promote("m", "production", 2, by="t")
         warmed: list[int] = []
 
@@ -208,13 +208,40 @@ def test_a_route_switches_only_after_its_new_target_is_warm(tmp_path: Path) -> N
 
         router.refresh({"m"}, failing_warm)
         assert warmed == [2] and router.cached("m", None) is None  # dropped, never switched to v2 unwarmed
-        router.remember(router.route_for("m", None))
+        router.lookup("m", None)
         router.refresh({"m"}, lambda record: warmed.append(record.version))
         route = router.cached("m", None)
         assert isinstance(route, Route) and route.pick().version == 2 and warmed == [2]  # unchanged: no load
         services.registry.models.set_unloaded("m", True)
         with pytest.raises(NotReady, match="unloaded"):
             router.route_for("m", "1")
+    finally:
+        services.close()
+
+
+def test_a_route_resolved_while_an_alias_moves_is_not_remembered(tmp_path: Path) -> None:
+    """A first request reads the alias (v1); the alias moves and the feed is applied before that request
+    remembers its route: remembering it would serve v1 until the next change."""
+    services = make_services(tmp_path / "d")
+    try:
+        repo, router = services.repository, services.dataplane.router
+        for _ in range(2):
+            repo.push_bytes("m", [fixtures.fake_artifact()], by="t")
+        repo.promote("m", "production", 1, by="t")
+        resolve = router.route_for
+
+        def slow_resolve(model: str, ref: str | None) -> Route:
+            route = resolve(model, ref)  # reads v1 ...
+            repo.promote("m", "production", 2, by="t")  # ... then the alias moves and is applied
+            services.dataplane.reconcile()
+            return route
+
+        router.route_for = slow_resolve  # type: ignore[method-assign]
+        assert router.lookup("m", None).pick().version == 1  # this request was routed before the move
+        router.route_for = resolve  # type: ignore[method-assign]
+        assert router.cached("m", None) is None
+        assert router.lookup("m", None).pick().version == 2
+        assert router.cached("m", None) is not None
     finally:
         services.close()
 

@@ -130,8 +130,7 @@ class DataPlane:
         ``key`` is for sticky traffic policies."""
         route = self.router.cached(model, ref)
         if route is None:
-            route = await asyncio.to_thread(self.router.route_for, model, ref)
-            self.router.remember(route)
+            route = await asyncio.to_thread(self.router.lookup, model, ref)
         record = route.pick(key)
         served = self.cache.peek((record.model, record.version))
         if served is None:

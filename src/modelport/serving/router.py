@@ -46,6 +46,7 @@ class Router:
         self.registry = registry
         self._routes: dict[Ref, Route] = {}
         self._lock = threading.Lock()
+        self._generation = 0  # moves on every refresh and invalidation
 
     # ---- resolution (blocking: registry reads) -------------------------------------------------
     def resolve(self, model: str, ref: str | None = None) -> VersionRecord:
@@ -88,18 +89,28 @@ class Router:
     def cached(self, model: str, ref: str | None) -> Route | None:
         return self._routes.get((model, ref or None))
 
-    def remember(self, route: Route) -> None:
-        self._routes[(route.model, route.ref)] = route
+    def lookup(self, model: str, ref: str | None) -> Route:
+        """``route_for``, remembered unless a refresh or invalidation ran meanwhile: the registry may have
+        moved after this read, and a route remembered then would stay stale until the next change."""
+        generation = self._generation
+        route = self.route_for(model, ref)
+        with self._lock:
+            if self._generation == generation:
+                self._routes[(route.model, route.ref)] = route
+        return route
 
     def invalidate(self, model: str | None = None) -> None:
-        for key in [k for k in self._routes if model is None or k[0] == model]:
-            self._routes.pop(key, None)
+        with self._lock:
+            self._generation += 1
+            for key in [k for k in self._routes if model is None or k[0] == model]:
+                self._routes.pop(key, None)
 
     def refresh(self, models: Iterable[str] | None, warm: Callable[[VersionRecord], object]) -> None:
         """Re-resolve the remembered routes of ``models`` (None: all). A route whose versions changed
         switches only after ``warm`` has loaded each of them; one that no longer resolves is dropped."""
         wanted = None if models is None else set(models)
         with self._lock:
+            self._generation += 1
             for (model, ref), old in list(self._routes.items()):
                 if wanted is not None and model not in wanted:
                     continue
