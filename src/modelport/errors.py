@@ -25,6 +25,13 @@ class InvalidName(InvalidInput):
     code = "invalid_name"
 
 
+class InvalidSpec(InvalidInput):
+    """A well-formed request whose content cannot be carried out: an unknown estimator, a parameter out
+    of its range, a target the dataset lacks (422, naming the field)."""
+
+    code = "invalid_spec"
+
+
 class NotFound(ModelportError):
     code = "not_found"
 

@@ -71,20 +71,22 @@ class Limits:
 
 
 class Upload:
-    """An artifact being received: written to a private temp file while its sha256 is computed."""
+    """An artifact (or dataset) being received: written to a private temp file while its sha256 is
+    computed."""
 
-    def __init__(self, directory: Path, max_bytes: int) -> None:
+    def __init__(self, directory: Path, max_bytes: int, what: str = "artifact") -> None:
         fd, name = tempfile.mkstemp(prefix="upload-", dir=directory)
         self.path = Path(name)
         self._file = os.fdopen(fd, "wb")
         self._digest = hashlib.sha256()
         self._max = max_bytes
+        self._what = what
         self.size = 0
 
     def write(self, chunk: bytes) -> None:
         self.size += len(chunk)
         if self.size > self._max:
-            raise PayloadTooLarge(f"artifact exceeds the upload limit of {self._max} bytes")
+            raise PayloadTooLarge(f"{self._what} exceeds the upload limit of {self._max} bytes")
         self._digest.update(chunk)
         with storage_errors():
             self._file.write(chunk)
@@ -161,10 +163,12 @@ class ModelRepository:
         filename: str | None = None,
         config: dict[str, Any] | None = None,
         task: str | None = None,
+        metadata: dict[str, Any] | None = None,
     ) -> VersionRecord:
         """Store an uploaded artifact as the model's next version, then check that it loads.
         ``task``: what a multi-task framework's model does (e.g. ``feature-extraction``), kept in the
-        version's metadata; the runtime detects it when it is not given."""
+        version's metadata; the runtime detects it when it is not given. ``metadata``: facts stored with
+        the version from the start (a training job's lineage)."""
         staging = Path(tempfile.mkdtemp(prefix="stage-", dir=self.scratch))
         created: list[str] = []  # blobs this push added: removed again if it fails before its row exists
         pin: str | None = None
@@ -193,7 +197,7 @@ class ModelRepository:
                     framework=detected,
                     by=by,
                     config=config,
-                    metadata={"task": task} if task else None,
+                    metadata={**(metadata or {}), **({"task": task} if task else {})} or None,
                 )
                 self.registry.blobs.unpin(pin)  # the version's files reference the blobs now
         except BaseException as exc:
@@ -314,7 +318,7 @@ class ModelRepository:
         with self._loading:  # loads are memory- and CPU-heavy: only a few at once
             return self._load(record, record.framework, options)
 
-    def _materialise(self, record: VersionRecord) -> Path:
+    def materialise(self, record: VersionRecord) -> Path:
         """The version's files, sha256 verified, in a private directory of their own."""
         workdir = Path(tempfile.mkdtemp(prefix="load-", dir=self.scratch))
         try:
@@ -348,7 +352,7 @@ class ModelRepository:
         settings, dtype = config.get("runtime") or {}, config.get("dtype")
         if settings == (record.config.get("runtime") or {}) and dtype == record.config.get("dtype"):
             return
-        workdir = self._materialise(record)
+        workdir = self.materialise(record)
         try:
             task = record.metadata.get("task")
             runtime.vet(workdir, LoadOptions(dtype=dtype, task=task, settings=settings))
@@ -359,7 +363,7 @@ class ModelRepository:
             shutil.rmtree(workdir, ignore_errors=True)
 
     def _load(self, record: VersionRecord, framework: str, options: LoadOptions) -> LoadedVersion:
-        workdir = self._materialise(record)
+        workdir = self.materialise(record)
         try:
             runtime_cls = self.runtimes.get(framework)
             capabilities = runtime_cls.capabilities

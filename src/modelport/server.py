@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 from modelport.api.app import create_app
 from modelport.api.inference import InferenceFastPath
+from modelport.datasets.service import DatasetService
+from modelport.jobs.runner import JobLimits, JobRunner
 from modelport.registry import Registry, VersionRecord
 from modelport.registry.db import make_engine, migrate
 from modelport.repository import Limits, ModelRepository
@@ -35,8 +37,11 @@ class Services:
     keys: KeyService
     executor: ThreadPoolExecutor
     generated_admin_key: str | None
+    datasets: DatasetService
+    jobs: JobRunner
 
     def close(self) -> None:
+        self.jobs.stop()
         self.dataplane.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.registry.engine.dispose()
@@ -94,6 +99,8 @@ def build_services(settings: Settings, *, primary: bool = True) -> Services:
         store.sweep_temp()
         # SQLite is one host's database: no other process pushes while the primary starts
         recovered = repository.recover(sole_writer=engine.dialect.name == "sqlite")
+        if engine.dialect.name == "sqlite":  # one host: a job still "running" died with the last run
+            recovered["interrupted_jobs"] = len(registry.jobs.interrupt(stale_before=None))
         if any(recovered.values()):
             log.warning("recovered after an unclean stop: %s", recovered)
         generated = keys.bootstrap_admin(data_dir, settings.admin_key) if settings.auth else None
@@ -101,13 +108,20 @@ def build_services(settings: Settings, *, primary: bool = True) -> Services:
     cache = ModelCache(repository, executor, int(settings.model_memory_budget), policy_for(settings))
     dataplane = DataPlane(registry, cache, settings.request_timeout, settings.generation_timeout)
     dataplane.observers.add(cache.metrics)
-    return Services(settings, registry, repository, dataplane, keys, executor, generated)
+    datasets = DatasetService(registry, store, data_dir / "tmp", int(settings.max_dataset_bytes))
+    limits = JobLimits(
+        settings.max_jobs,
+        int(settings.job_memory_bytes),
+        settings.job_cpu_seconds,
+        settings.job_wall_seconds,
+        settings.job_threads,
+    )
+    jobs = JobRunner(registry, repository, datasets, limits, data_dir / "tmp", dataplane.reconcile)
+    return Services(settings, registry, repository, dataplane, keys, executor, generated, datasets, jobs)
 
 
 def build_app(services: Services) -> InferenceFastPath:
-    return create_app(
-        services.settings, services.repository, services.dataplane, services.keys, services.close
-    )
+    return create_app(services, services.close)
 
 
 def worker_app() -> InferenceFastPath:

@@ -60,6 +60,13 @@ class Settings(BaseSettings):
     # intra-op threads of deep-learning frameworks (torch); unset: the usable cores divided by --workers
     compute_threads: int | None = Field(None, ge=1, le=1024)
     reconcile_interval: float = Field(1.0, gt=0)
+    # training jobs: how many run at once (cluster-wide), and each job's limits (a job may ask for less)
+    max_jobs: int = Field(1, ge=1, le=64)
+    job_memory_bytes: ByteSize = Field(ByteSize(4 * 1024**3), ge=64 * 1024**2)
+    job_cpu_seconds: int = Field(3600, ge=1)
+    job_wall_seconds: int = Field(3600, ge=1)
+    job_threads: int = Field(1, ge=1, le=256)
+    max_dataset_bytes: ByteSize = Field(ByteSize(512 * 1024**2), gt=0)
     workers: int = Field(1, ge=1, le=256)
     access_log: bool = False
     allowed_hosts: list[str] = Field(default_factory=list)  # beyond loopback and the bind address

@@ -29,6 +29,7 @@ class Case:
     headers: dict[str, str] | Callable[[dict[str, Any]], dict[str, str]] = field(default_factory=dict)
     params: dict[str, str] = field(default_factory=dict)
     repeat: int = 1  # send this many times; the last answer is checked
+    expect: str | None = None  # text the error message must contain (e.g. the row or column at fault)
 
 
 def v2(name: str, body: bytes | None = None, status: int = 400, **kw: Any) -> Case:
@@ -65,6 +66,18 @@ def push(name: str, body: bytes | Callable[[dict[str, Any]], bytes], status: int
     return Case(
         "artifact upload", name, "POST", f"/api/v1/models/{model}/versions", status, code, body=body, **kw
     )
+
+
+def dataset(name: str, body: bytes, code: str, expect: str) -> Case:
+    return Case("dataset upload", name, "POST", "/api/v1/datasets/upload/versions", 400, code, body=body,
+                expect=expect)  # fmt: skip
+
+
+JOB = {"model": "trained", "dataset": "sklearn:iris", "target": "target", "estimator": "random_forest"}
+
+
+def job(name: str, changes: dict[str, Any], status: int, code: str) -> Case:
+    return Case("job requests", name, "POST", "/api/v1/jobs", status, code, json=JOB | changes)
 
 
 class Evil:
@@ -413,4 +426,103 @@ CASES: list[Case] = [
         headers=key("limited"),
         repeat=4,
     ),
+    # datasets for training: refused with the row or column named, nothing stored
+    *(
+        dataset(name, body, code, expect)
+        for name, body, code, expect in (
+            ("ragged CSV", b"a,b,y\n1,2,x\n3,4\n", "invalid_input", "row 2"),
+            ("CSV not UTF-8", b"a,b,y\n1,2,caf\xe9\n", "invalid_input", "line 2"),
+            ("empty CSV", b"", "invalid_input", "empty"),
+            ("header only", b"a,b,y\n", "invalid_input", "no data rows"),
+            ("duplicate column", b"a,a,y\n1,2,x\n", "invalid_input", "'a'"),
+            ("formula injection", b'a,b,y\n1,2,x\n3,4,=HYPERLINK("http://evil")\n', "invalid_input", "'y'"),
+            ("Parquet that is not one", b"PAR1" + b"\x00" * 64 + b"PAR1", "invalid_input", "Parquet"),
+        )
+    ),
+    Case(
+        "dataset upload",
+        "dataset over the size limit",
+        "POST",
+        "/api/v1/datasets/big/versions",
+        413,
+        "payload_too_large",
+        body=b"a,b\n" + b"1,2\n" * 400_000,
+    ),
+    Case(
+        "dataset upload",
+        "bad dataset name",
+        "POST",
+        "/api/v1/datasets/Bad.Name/versions",
+        400,
+        "invalid_name",
+        body=b"a\n1\n",
+    ),
+    Case(
+        "dataset upload",
+        "read key uploads",
+        "POST",
+        "/api/v1/datasets/d/versions",
+        403,
+        "forbidden",
+        body=b"a\n1\n",
+        headers=key("read"),
+    ),
+    Case(
+        "dataset upload",
+        "delete a bundled dataset",
+        "DELETE",
+        "/api/v1/datasets/sklearn:iris",
+        409,
+        "conflict",
+    ),
+    Case(
+        "dataset upload", "unknown bundled dataset", "GET", "/api/v1/datasets/sklearn:nope", 404, "not_found"
+    ),
+    # training requests: every refusal names the field; nothing is queued
+    *(
+        job(name, spec, status, code)
+        for name, spec, status, code in (
+            ("unknown estimator", {"estimator": "eval"}, 422, "invalid_spec"),
+            ("estimator for another task", {"estimator": "linear_regression"}, 422, "invalid_spec"),
+            ("param out of range", {"params": {"n_estimators": -5}}, 422, "invalid_spec"),
+            ("unknown param", {"params": {"__class__": "os.system"}}, 422, "invalid_spec"),
+            ("param of the wrong type", {"params": {"max_depth": "__import__('os')"}}, 422, "invalid_spec"),
+            ("unknown dataset", {"dataset": "nothing"}, 422, "invalid_spec"),
+            ("missing target column", {"target": "nope"}, 422, "invalid_spec"),
+            ("unknown field", {"code": "import os"}, 422, "invalid_spec"),
+            ("holdout of 1", {"validation": {"holdout": 1.0}}, 422, "invalid_spec"),
+            (
+                "search over an unknown param",
+                {"search": {"kind": "grid", "space": {"x": [1]}}},
+                422,
+                "invalid_spec",
+            ),
+            ("bad model name", {"model": "../x"}, 422, "invalid_spec"),
+        )
+    ),
+    Case("job requests", "job body not JSON", "POST", "/api/v1/jobs", 400, "invalid_input", body=b"{nope"),
+    Case("job requests", "job body a list", "POST", "/api/v1/jobs", 422, "invalid_spec", json=[1, 2]),
+    Case(
+        "job requests",
+        "read key trains",
+        "POST",
+        "/api/v1/jobs",
+        403,
+        "forbidden",
+        json=JOB,
+        headers=key("read"),
+    ),
+    Case(
+        "job requests",
+        "key limited to other models trains",
+        "POST",
+        "/api/v1/jobs",
+        404,
+        "not_found",
+        json=JOB,
+        headers=key("fenced"),
+    ),
+    Case("job requests", "unknown job", "GET", "/api/v1/jobs/999999", 404, "not_found"),
+    Case("job requests", "job id not a number", "GET", "/api/v1/jobs/x", 400, "invalid_input"),
+    Case("job requests", "cancel unknown job", "POST", "/api/v1/jobs/999999/cancel", 404, "not_found"),
 ]

@@ -49,6 +49,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, artifacts: dict[str, Path]) 
         archive_max_entries=50,
         archive_max_bytes=5 * 1024 * 1024,
         max_tensor_elements=100_000,
+        max_dataset_bytes=1024 * 1024,
     )
     with TestClient(build_app(services), headers=AUTH, raise_server_exceptions=False) as api:
         assert (
@@ -62,6 +63,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, artifacts: dict[str, Path]) 
             "read": {"scopes": ["read"]},
             "revoked": {"scopes": ["read"]},
             "other": {"scopes": ["infer"], "models": "fraud-*"},
+            "fenced": {"scopes": ["read", "write"], "models": "fraud-*"},
             "limited": {"scopes": ["read", "infer"], "rate_limit": 0.5},
         }.items():
             keys[name] = api.post("/api/v1/keys", json={"name": name, **body}).json()["key"]
@@ -88,6 +90,8 @@ def assert_invariants(world: World, outside_before: set[str]) -> None:
             assert v.state.value in ("ready", "failed"), v
             for f in v.manifest:
                 referenced.add(f.sha256)
+    for dataset in world.services.registry.datasets.all():
+        referenced.update(v.sha256 for v in dataset.versions)
     stored = set(world.services.repository.store.digests())
     assert stored == referenced, "orphan or missing blobs"
     assert [p.name for p in (world.data / "tmp").iterdir() if not p.name.startswith("load-")] == []
@@ -107,6 +111,10 @@ def check_error(case: Case, response: Any, world: World) -> None:
     else:
         codes = {case.code} if isinstance(case.code, str) else case.code
         assert body["error"]["code"] in codes and body["error"]["message"], body
+        if case.expect is not None:
+            assert case.expect in body["error"]["message"], body
+        if case.status == 422:
+            assert body["error"].get("field"), body
     if case.status in (429, 503):
         assert response.headers.get("retry-after")
 
@@ -121,6 +129,7 @@ def test_case(world: World, case: Case) -> None:
             case.method, case.path, content=body, json=case.json, headers=headers, params=case.params
         )
     check_error(case, response, world)
+    assert world.services.registry.jobs.recent() == []  # no refused request was queued
     if case.status == 201:  # accepted and stored, but it must never serve if it is unsafe
         assert response.json()["state"] in ("ready", "failed")
     assert_invariants(world, before)

@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import swagger_ui_bundle
 from fastapi import FastAPI, Request
@@ -19,30 +20,27 @@ from modelport.api import management, openai, v2
 from modelport.api.auth import Authenticator, GuardedAuth
 from modelport.api.inference import InferenceFastPath, InferenceHandler
 from modelport.api.surfaces import MANAGEMENT, OPENAI, V2, RootApp
-from modelport.repository import ModelRepository
 from modelport.security.hosts import allowed_hosts
-from modelport.security.keys import KeyService, Scope
+from modelport.security.keys import Scope
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.memory import freeze_long_lived
-from modelport.settings import Settings
+
+if TYPE_CHECKING:
+    from modelport.server import Services
 
 log = logging.getLogger("modelport.api")
 
 
-def create_app(
-    settings: Settings,
-    repository: ModelRepository,
-    dataplane: DataPlane,
-    keys: KeyService,
-    on_shutdown: Callable[[], None] | None = None,
-) -> InferenceFastPath:
-    auth = Authenticator(keys, settings.auth)
+def create_app(services: Services, on_shutdown: Callable[[], None] | None = None) -> InferenceFastPath:
+    settings, dataplane = services.settings, services.dataplane
+    auth = Authenticator(services.keys, settings.auth)
     dataplane.on_keys_changed.append(auth.forget)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         freeze_long_lived()  # see its docstring: this is what keeps full collections off the p99
         reconciler = asyncio.create_task(_reconcile_forever(dataplane, settings.reconcile_interval))
+        services.jobs.start()
         try:
             yield
         finally:
@@ -65,9 +63,7 @@ def create_app(
     # OpenAI clients are no browsers: plain key auth, as V2
     app.mount_surface(OPENAI, openai.build_app(dataplane, auth, settings.max_request_bytes))
     guarded = GuardedAuth(auth, allowed_hosts(settings.host, settings.allowed_hosts))
-    app.mount_surface(
-        MANAGEMENT, management.build_app(repository, dataplane, keys, guarded, settings.max_upload_bytes)
-    )
+    app.mount_surface(MANAGEMENT, management.build_app(services, guarded))
     metrics = dataplane.cache.metrics
 
     @app.get("/metrics", include_in_schema=False)

@@ -31,6 +31,7 @@ STATUS = {
     "unsupported_format": 400,
     "unsafe_format": 400,
     "unsafe_archive": 400,
+    "invalid_spec": 422,
     "not_found": 404,
     "conflict": 409,
     "payload_too_large": 413,
@@ -59,6 +60,7 @@ HTTP_CODES = {
     409: "conflict",
     413: "payload_too_large",
     415: "unsupported_media_type",
+    422: "invalid_spec",
     431: "headers_too_large",
 }
 

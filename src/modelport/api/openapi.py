@@ -35,6 +35,7 @@ DESCRIPTIONS = {
     404: "Unknown model, version, alias or key, or one this key may not see",
     409: "Conflicts with the current state",
     413: "Body over the server's limit",
+    422: "A well-formed request that cannot be carried out (e.g. an unknown estimator): field names it",
     429: "The key is over its request rate: retry after Retry-After seconds",
     503: "The version cannot serve now (failed, pending, unloaded, unreadable) or the queue is full",
     504: "The request timed out",

@@ -25,8 +25,11 @@ from modelport.cli.common import (
     fail,
     print_json,
 )
+from modelport.cli.datasets import datasets_app
+from modelport.cli.jobs import jobs_app
 from modelport.cli.models import models_app
 from modelport.cli.serve import serve
+from modelport.cli.training import train
 
 app = typer.Typer(
     cls=ReportingGroup,
@@ -36,7 +39,10 @@ app = typer.Typer(
 )
 app.add_typer(models_app, name="models")
 app.add_typer(keys_app, name="keys")
+app.add_typer(datasets_app, name="datasets")
+app.add_typer(jobs_app, name="jobs")
 app.command()(serve)
+app.command()(train)
 app.command()(audit)
 
 DATA_HELP = "give JSON rows such as '[[5.1, 3.5, 1.4, 0.2]]', or @file.json"

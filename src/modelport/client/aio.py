@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import tempfile
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from contextlib import aclosing, asynccontextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar, Unpack
@@ -17,7 +18,19 @@ from modelport.client.base import BaseClient
 from modelport.client.calls import Batching, JSONObject, KeyOptions, Outputs, Placement, Progress, Upload
 from modelport.client.network import translated_errors
 from modelport.client.packing import pack_directory
+from modelport.client.training import (
+    MAX_RESUMES,
+    EventStream,
+    JobLimits,
+    Promote,
+    Search,
+    Validation,
+    job_spec,
+    overdue,
+    read_timeout,
+)
 from modelport.constants import DEFAULT_ALIAS
+from modelport.errors import ConnectionFailed, RequestTimeout
 
 T = TypeVar("T")
 
@@ -143,6 +156,121 @@ class AsyncClient(BaseClient[httpx.AsyncClient, httpx.AsyncBaseTransport]):
 
     async def audit(self, **filters: Any) -> list[JSONObject]:
         return await self._send(calls.audit(filters))
+
+    # ---- datasets -----------------------------------------------------------------------------
+    async def push_dataset(
+        self, name: str, path: str | Path, *, progress: Progress | None = None
+    ) -> JSONObject:
+        return await self._send(calls.push_dataset(name, path, progress))
+
+    async def list_datasets(self) -> list[JSONObject]:
+        return await self._send(calls.list_datasets())
+
+    async def get_dataset(self, name: str) -> JSONObject:
+        return await self._send(calls.get_dataset(name))
+
+    async def get_dataset_version(self, name: str, version: int) -> JSONObject:
+        return await self._send(calls.get_dataset_version(name, version))
+
+    async def delete_dataset(self, name: str, version: int | None = None) -> None:
+        await self._send(calls.delete_dataset(name, version))
+
+    # ---- training jobs ------------------------------------------------------------------------
+    async def list_estimators(self) -> list[JSONObject]:
+        return await self._send(calls.list_estimators())
+
+    async def train(
+        self,
+        model: str,
+        *,
+        dataset: str,
+        target: str,
+        estimator: str,
+        params: dict[str, Any] | None = None,
+        features: Sequence[str] | None = None,
+        task: str | None = None,
+        validation: Validation | None = None,
+        metric: str | None = None,
+        search: Search | None = None,
+        promote: Promote | None = None,
+        limits: JobLimits | None = None,
+    ) -> JSONObject:
+        spec = job_spec(
+            model, dataset, target, estimator, params, features, task, validation, metric, search, promote,
+            limits,
+        )  # fmt: skip
+        return await self._send(calls.train(spec))
+
+    async def get_job(self, job_id: int) -> JSONObject:
+        return await self._send(calls.get_job(job_id))
+
+    async def list_jobs(
+        self, *, state: str | None = None, model: str | None = None, limit: int | None = None
+    ) -> list[JSONObject]:
+        return await self._send(calls.list_jobs(state, model, limit))
+
+    async def cancel_job(self, job_id: int) -> JSONObject:
+        return await self._send(calls.cancel_job(job_id))
+
+    async def job_events(
+        self, job_id: int, after: int = 0, *, timeout: float | None = None, follow: bool = True
+    ) -> AsyncGenerator[JSONObject, None]:
+        """``Client.job_events`` as an async iterator (to stop early, close it: ``contextlib.aclosing``)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        stream, broken = EventStream(after), 0
+        while not stream.ended:
+            read = read_timeout(self._http.timeout.read, deadline)
+            streaming = recut = False
+            try:
+                with translated_errors(self.url):
+                    async with self._open_events(job_id, stream.resume(), read, follow) as response:
+                        streaming = True
+                        async for line in response.aiter_lines():
+                            if (event := stream.feed(line)) is not None:
+                                broken = 0
+                                yield event
+                            if (
+                                deadline is not None
+                                and not stream.ended
+                                and overdue(job_id, timeout, deadline, read)
+                            ):
+                                recut = True
+                                break
+            except RequestTimeout:
+                if deadline is None:
+                    raise
+                overdue(job_id, timeout, deadline, None)
+                continue
+            except ConnectionFailed:
+                if not streaming:
+                    raise
+            if not stream.ended and not recut:
+                broken += 1
+                if broken > MAX_RESUMES:
+                    raise ConnectionFailed(f"the event stream of job {job_id} kept breaking", url=self.url)
+
+    async def wait_job(self, job_id: int, timeout: float | None = None) -> JSONObject:
+        """``Client.wait_job``, awaited."""
+        async with aclosing(self.job_events(job_id, timeout=timeout)) as events:
+            async for event in events:
+                if event["event"] == "end":
+                    return dict(event["data"])
+        raise AssertionError("a job's event stream stops only after its end event")
+
+    @asynccontextmanager
+    async def _open_events(
+        self, job_id: int, after: int, read: float | None, follow: bool
+    ) -> AsyncIterator[httpx.Response]:
+        request = calls.job_events(job_id, after, follow).request(self._http)
+        request.extensions["timeout"] = {**request.extensions["timeout"], "read": read}
+        response = await self._http.send(request, stream=True)
+        try:
+            if response.status_code >= 400:
+                await response.aread()
+                raise calls.error_from(response)
+            yield response
+        finally:
+            await response.aclose()
 
     # ---- inference ----------------------------------------------------------------------------
     async def metadata(self, name: str, version: str | int | None = None) -> JSONObject:

@@ -276,6 +276,76 @@ def audit(filters: dict[str, Any]) -> Call[list[JSONObject]]:
     return Call("GET", "/api/v1/audit", _objects, params=params)
 
 
+# ---- datasets -----------------------------------------------------------------------------------
+def _dataset(name: str) -> str:
+    return f"/api/v1/datasets/{name}"
+
+
+def push_dataset(name: str, path: str | Path, progress: Progress | None) -> Call[JSONObject]:
+    """Upload a CSV (UTF-8, a header row) or Parquet file as the next version of dataset ``name``."""
+    path = Path(path)
+    # the server reads the format from the content; the type only labels the body for proxies and logs
+    kind = "application/vnd.apache.parquet" if path.suffix.lower() == ".parquet" else "text/csv"
+    headers = {"Content-Type": kind, "Content-Length": str(path.stat().st_size)}
+    upload = Upload(path, progress)
+    return Call("POST", f"{_dataset(name)}/versions", _object, upload=upload, headers=headers)
+
+
+def list_datasets() -> Call[list[JSONObject]]:
+    return Call("GET", "/api/v1/datasets", _objects)
+
+
+def get_dataset(name: str) -> Call[JSONObject]:
+    return Call("GET", _dataset(name), _object)
+
+
+def get_dataset_version(name: str, version: int) -> Call[JSONObject]:
+    return Call("GET", f"{_dataset(name)}/versions/{version}", _object)
+
+
+def delete_dataset(name: str, version: int | None = None) -> Call[None]:
+    suffix = "" if version is None else f"/versions/{version}"
+    return Call("DELETE", _dataset(name) + suffix, _nothing)
+
+
+# ---- training jobs ------------------------------------------------------------------------------
+def _job(job_id: int) -> str:
+    return f"/api/v1/jobs/{job_id}"
+
+
+def list_estimators() -> Call[list[JSONObject]]:
+    return Call("GET", "/api/v1/estimators", _objects)
+
+
+def train(spec: Mapping[str, Any]) -> Call[JSONObject]:
+    """Submit a training job; ``spec`` is the JobSpec body (``training.job_spec``)."""
+    return Call("POST", "/api/v1/jobs", _object, json=dict(spec))
+
+
+def get_job(job_id: int) -> Call[JSONObject]:
+    return Call("GET", _job(job_id), _object)
+
+
+def list_jobs(state: str | None, model: str | None, limit: int | None) -> Call[list[JSONObject]]:
+    """Newest first."""
+    return Call(
+        "GET", "/api/v1/jobs", _objects, params=_given({"state": state, "model": model, "limit": limit})
+    )
+
+
+def cancel_job(job_id: int) -> Call[JSONObject]:
+    return Call("POST", f"{_job(job_id)}/cancel", _object)
+
+
+def job_events(job_id: int, after: int, follow: bool = True) -> Call[None]:
+    """The job's server-sent events after sequence number ``after`` (``follow``: until the job ends, else
+    the ones so far): sent as a stream whose lines ``training.EventStream`` reads, never decoded as one
+    JSON answer."""
+    headers = {"Accept": "text/event-stream"}
+    params: dict[str, Any] = {"after": after} if follow else {"after": after, "follow": "false"}
+    return Call("GET", f"{_job(job_id)}/events", _nothing, params=params, headers=headers)
+
+
 # ---- inference ----------------------------------------------------------------------------------
 def metadata(name: str, version: str | int | None = None) -> Call[JSONObject]:
     return Call("GET", _v2(name, version), _object)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Generator, Iterator, Sequence
+from contextlib import closing, contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar, Unpack
@@ -13,7 +16,20 @@ from modelport.client.base import BaseClient
 from modelport.client.calls import Batching, JSONObject, KeyOptions, Outputs, Placement, Progress
 from modelport.client.network import translated_errors
 from modelport.client.packing import packed
+from modelport.client.training import (
+    MAX_RESUMES,
+    EventStream,
+    JobLimits,
+    Promote,
+    Search,
+    Validation,
+    job_spec,
+    last_job,
+    overdue,
+    read_timeout,
+)
 from modelport.constants import DEFAULT_ALIAS
+from modelport.errors import ConnectionFailed, RequestTimeout
 
 T = TypeVar("T")
 
@@ -167,6 +183,137 @@ class Client(BaseClient[httpx.Client, httpx.BaseTransport]):
         """Audit entries, newest first; filters: ``actor``, ``action``, ``target``, ``model`` (its
         versions and aliases too), ``before`` (an entry id: the next page), ``limit``."""
         return self._send(calls.audit(filters))
+
+    # ---- datasets -----------------------------------------------------------------------------
+    def push_dataset(self, name: str, path: str | Path, *, progress: Progress | None = None) -> JSONObject:
+        """Upload a CSV (UTF-8, a header row) or Parquet file as the next version of dataset ``name``,
+        streamed (``progress`` is called with each chunk's size). The answer has its ``version``,
+        ``rows``, ``schema`` and ``preview``; a bad file raises ``InvalidInput`` naming the row or column."""
+        return self._send(calls.push_dataset(name, path, progress))
+
+    def list_datasets(self) -> list[JSONObject]:
+        """Uploaded datasets, then the ones bundled with scikit-learn (``sklearn:iris``, ...)."""
+        return self._send(calls.list_datasets())
+
+    def get_dataset(self, name: str) -> JSONObject:
+        """The dataset, its version numbers and its ``latest`` version (schema and preview)."""
+        return self._send(calls.get_dataset(name))
+
+    def get_dataset_version(self, name: str, version: int) -> JSONObject:
+        return self._send(calls.get_dataset_version(name, version))
+
+    def delete_dataset(self, name: str, version: int | None = None) -> None:
+        """Delete every version, or one; ``Conflict`` while a job or a model version's lineage uses it."""
+        self._send(calls.delete_dataset(name, version))
+
+    # ---- training jobs ------------------------------------------------------------------------
+    def list_estimators(self) -> list[JSONObject]:
+        """What a job can train: each estimator's ``tasks``, ``framework`` and ``params`` (JSON schema)."""
+        return self._send(calls.list_estimators())
+
+    def train(
+        self,
+        model: str,
+        *,
+        dataset: str,
+        target: str,
+        estimator: str,
+        params: dict[str, Any] | None = None,
+        features: Sequence[str] | None = None,
+        task: str | None = None,
+        validation: Validation | None = None,
+        metric: str | None = None,
+        search: Search | None = None,
+        promote: Promote | None = None,
+        limits: JobLimits | None = None,
+    ) -> JSONObject:
+        """Submit a job that trains ``estimator`` on ``dataset`` (``name``, ``name:3`` or
+        ``sklearn:iris``) to predict ``target``; its model becomes the next version of ``model``.
+        Returns the queued job (follow it with ``job_events`` or ``wait_job``). A request the server
+        cannot carry out raises ``InvalidSpec`` whose ``field`` names the part at fault."""
+        spec = job_spec(
+            model, dataset, target, estimator, params, features, task, validation, metric, search, promote,
+            limits,
+        )  # fmt: skip
+        return self._send(calls.train(spec))
+
+    def get_job(self, job_id: int) -> JSONObject:
+        return self._send(calls.get_job(job_id))
+
+    def list_jobs(
+        self, *, state: str | None = None, model: str | None = None, limit: int | None = None
+    ) -> list[JSONObject]:
+        """Jobs, newest first (the server's default limit: 100)."""
+        return self._send(calls.list_jobs(state, model, limit))
+
+    def cancel_job(self, job_id: int) -> JSONObject:
+        """A queued job ends at once; a running one stops within a second or two (``Conflict`` if it
+        had already ended)."""
+        return self._send(calls.cancel_job(job_id))
+
+    def job_events(
+        self, job_id: int, after: int = 0, *, timeout: float | None = None, follow: bool = True
+    ) -> Generator[JSONObject, None, None]:
+        """The job's events after sequence number ``after``, as they happen: ``{"event", "id", "at",
+        "data"}`` with ``event`` one of state, progress, log, decision, and last ``end`` (``data``: the
+        job), after which the iterator stops. A broken connection is resumed where it left off.
+        ``timeout``: follow for at most that many seconds, then raise ``RequestTimeout``. ``follow``
+        False: the events so far, then ``end`` (the job as it is now)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        stream, broken = EventStream(after), 0
+        while not stream.ended:
+            read = read_timeout(self._http.timeout.read, deadline)
+            streaming = recut = False
+            try:
+                with (
+                    translated_errors(self.url),
+                    self._open_events(job_id, stream.resume(), read, follow) as response,
+                ):
+                    streaming = True
+                    for line in response.iter_lines():
+                        if (event := stream.feed(line)) is not None:
+                            broken = 0
+                            yield event
+                        if (
+                            deadline is not None
+                            and not stream.ended
+                            and overdue(job_id, timeout, deadline, read)
+                        ):
+                            recut = True
+                            break
+            except RequestTimeout:
+                if deadline is None:
+                    raise  # silent past the client's timeout, keep-alives included: the server is stuck
+                overdue(job_id, timeout, deadline, None)
+                continue  # the wait for a line was cut to the time left, and some is left: go on
+            except ConnectionFailed:
+                if not streaming:
+                    raise
+            if not stream.ended and not recut:  # broken, or closed before the end: resume after it
+                broken += 1
+                if broken > MAX_RESUMES:
+                    raise ConnectionFailed(f"the event stream of job {job_id} kept breaking", url=self.url)
+
+    def wait_job(self, job_id: int, timeout: float | None = None) -> JSONObject:
+        """Follow the job until it ends and return it (whatever its state); ``RequestTimeout`` when it
+        has not ended within ``timeout`` seconds (None: no limit)."""
+        with closing(self.job_events(job_id, timeout=timeout)) as events:
+            return last_job(events)
+
+    @contextmanager
+    def _open_events(
+        self, job_id: int, after: int, read: float | None, follow: bool
+    ) -> Iterator[httpx.Response]:
+        request = calls.job_events(job_id, after, follow).request(self._http)
+        request.extensions["timeout"] = {**request.extensions["timeout"], "read": read}
+        response = self._http.send(request, stream=True)
+        try:
+            if response.status_code >= 400:
+                response.read()
+                raise calls.error_from(response)
+            yield response
+        finally:
+            response.close()
 
     # ---- inference ----------------------------------------------------------------------------
     def metadata(self, name: str, version: str | int | None = None) -> JSONObject:

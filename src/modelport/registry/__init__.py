@@ -1,8 +1,9 @@
 """Control-plane state, one repository per record kind, over one database.
 
 ``registry.models`` (models and versions), ``registry.aliases``, ``registry.keys``, ``registry.audit``,
-``registry.changes`` (the change feed serving follows) and ``registry.blobs`` (blob references and the
-publish/collect exclusion). Datasets, jobs and rollouts get repositories of their own the same way.
+``registry.changes`` (the change feed serving follows), ``registry.blobs`` (blob references and the
+publish/collect exclusion), ``registry.datasets`` and ``registry.jobs`` (the training queue). Rollouts get
+a repository of their own the same way.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from modelport.registry.aliases import Aliases
 from modelport.registry.audit import AuditLog
 from modelport.registry.blobs import BlobReferences
 from modelport.registry.changes import ChangeFeed
+from modelport.registry.datasets import Datasets
 from modelport.registry.db import Database
+from modelport.registry.jobs import Jobs
 from modelport.registry.keys import Keys
 from modelport.registry.models import ModelVersions
 from modelport.registry.records import (
@@ -39,6 +42,8 @@ class Registry:
         self.audit = AuditLog(self.db)
         self.changes = ChangeFeed(self.db)
         self.blobs = BlobReferences(self.db)
+        self.datasets = Datasets(self.db)
+        self.jobs = Jobs(self.db)
 
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""Which blobs versions reference, and the exclusion between publishing blobs and collecting them.
+"""Which blobs (dataset) versions reference, and the exclusion between publishing blobs and collecting them.
 
 A push pins the digests it is about to write (``pin``) before it checks or writes the store, and drops
 the pin once its version row (with its ``version_files``) is committed. Collection (``collect``) deletes
@@ -17,7 +17,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from modelport.registry.db import Database, utcnow
-from modelport.registry.tables import BlobPinRow, CounterRow, VersionFileRow
+from modelport.registry.tables import BlobPinRow, CounterRow, DatasetVersionRow, VersionFileRow
 
 PIN_TTL = timedelta(hours=6)  # longer than any push takes to write its blobs; a crashed push's pin expires
 
@@ -51,7 +51,7 @@ class BlobReferences:
             s.execute(delete(BlobPinRow).where(BlobPinRow.owner == owner))
 
     def referenced(self, digests: Iterable[str]) -> set[str]:
-        """Those of ``digests`` that some version (ready, pending or failed) references."""
+        """Those of ``digests`` that some version (ready, pending or failed) or dataset version references."""
         wanted = set(digests)
         with self.db.tx() as s:
             return _referenced(s, wanted)
@@ -77,4 +77,5 @@ def _referenced(s: Session, wanted: set[str]) -> set[str]:
     for start in range(0, len(ordered), 500):  # keep IN lists within every database's limits
         page = ordered[start : start + 500]
         found.update(s.scalars(select(VersionFileRow.sha256).where(VersionFileRow.sha256.in_(page))))
+        found.update(s.scalars(select(DatasetVersionRow.sha256).where(DatasetVersionRow.sha256.in_(page))))
     return found

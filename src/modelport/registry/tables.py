@@ -150,3 +150,67 @@ class ChangeRow(Base):
     kind: Mapped[str] = mapped_column(String(32), nullable=False)
     model: Mapped[str | None] = mapped_column(String(63))
     version: Mapped[int | None] = mapped_column(Integer)
+
+
+class DatasetRow(Base):
+    __tablename__ = "datasets"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    created_by: Mapped[str] = mapped_column(String(128), nullable=False)
+    last_version: Mapped[int] = mapped_column(Integer, default=0, nullable=False)  # numbers never reused
+
+
+class DatasetVersionRow(Base):
+    """One immutable upload: a CSV or Parquet file in the artifact store, with what inspecting it found."""
+
+    __tablename__ = "dataset_versions"
+    __table_args__ = (UniqueConstraint("dataset_id", "number", name="uq_dataset_versions_number"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"), nullable=False)
+    number: Mapped[int] = mapped_column(Integer, nullable=False)
+    sha256: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
+    size: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    format: Mapped[str] = mapped_column(String(16), nullable=False)
+    rows: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    info: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)  # schema and preview
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    created_by: Mapped[str] = mapped_column(String(128), nullable=False)
+
+
+class JobRow(Base):
+    """A training (later: optimisation) job. ``owner`` is the process running it, which refreshes
+    ``heartbeat_at``; a running job whose heartbeat stops was interrupted."""
+
+    __tablename__ = "jobs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)
+    state: Mapped[str] = mapped_column(String(16), nullable=False, index=True)
+    model: Mapped[str] = mapped_column(String(63), nullable=False, index=True)
+    dataset: Mapped[str] = mapped_column(String(140), nullable=False)
+    dataset_version: Mapped[int | None] = mapped_column(Integer)  # None for a bundled dataset
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    progress: Mapped[float] = mapped_column(Float, default=0.0, nullable=False)
+    step: Mapped[str] = mapped_column(String(256), default="", nullable=False)
+    metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(Text)
+    version: Mapped[int | None] = mapped_column(Integer)  # the version it produced
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    owner: Mapped[str | None] = mapped_column(String(64))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    created_by: Mapped[str] = mapped_column(String(128), nullable=False)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class JobEventRow(Base):
+    """What a job reported, in order: progress, logs, the decision; read by ``/jobs/{id}/events``."""
+
+    __tablename__ = "job_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False, index=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)

@@ -8,6 +8,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from modelport.api.auth import GuardedAuth
+from modelport.datasets.service import DatasetService
+from modelport.jobs.runner import JobRunner
 from modelport.names import check_name
 from modelport.registry import Registry
 from modelport.repository import ModelRepository
@@ -22,6 +24,8 @@ class Context:
     keys: KeyService
     auth: GuardedAuth
     max_upload: int
+    datasets: DatasetService
+    jobs: JobRunner
 
     @property
     def registry(self) -> Registry:

@@ -1,0 +1,1 @@
+"""Datasets: reading and validating uploaded files, scikit-learn's bundled ones, feature profiles."""
