@@ -32,6 +32,7 @@ from modelport.errors import (
 )
 from modelport.names import check_name
 from modelport.registry import AliasRecord, Registry, VersionRecord, VersionState
+from modelport.registry.aliases import ANYWHERE
 from modelport.registry.records import FileEntry
 from modelport.runtimes.base import Capabilities, LoadOptions, Placement, Runtime, Signature, is_cuda
 from modelport.runtimes.catalog import RuntimeCatalog
@@ -390,9 +391,12 @@ class ModelRepository:
             raise
 
     # ---- aliases ------------------------------------------------------------------------------
-    def promote(self, model: str, alias: str, version: int, *, by: str) -> AliasRecord:
+    def promote(
+        self, model: str, alias: str, version: int, *, by: str, expected: int | None = ANYWHERE
+    ) -> AliasRecord:
+        """``expected``: move it only from that version (None: only create it); see ``Aliases.set``."""
         check_name(alias, field="alias")
-        record = self.registry.aliases.set(model, alias, version, by=by)
+        record = self.registry.aliases.set(model, alias, version, by=by, expected=expected)
         self.registry.audit.record(
             actor=by, action="alias.set", target=f"{model}@{alias}", details={"version": version}
         )

@@ -256,3 +256,28 @@ def test_promote_needs_the_deploy_scope(api: TestClient) -> None:
     ok = api.post("/api/v1/jobs", json=spec | {"params": {"n_estimators": 3}}, headers=headers)
     assert ok.status_code == 202 and ok.json()["created_by"] == "trainer"
     wait(api, ok.json()["id"])
+
+
+def test_a_key_limited_to_some_models_reaches_only_datasets_of_those_names(api: TestClient) -> None:
+    assert (
+        api.post("/api/v1/datasets/fraud-rows/versions", content=b"a,b\n1,0\n2,1\n3,0\n").status_code == 201
+    )
+    assert (
+        api.post("/api/v1/datasets/other-rows/versions", content=b"a,b\n1,0\n2,1\n3,0\n").status_code == 201
+    )
+    created = api.post(
+        "/api/v1/keys", json={"name": "fenced", "scopes": ["read", "write"], "models": "fraud-*"}
+    )
+    fenced = {"Authorization": f"Bearer {created.json()['key']}"}
+    names = {d["name"] for d in api.get("/api/v1/datasets", headers=fenced).json()}
+    assert "fraud-rows" in names and "other-rows" not in names and "sklearn:iris" in names
+    assert api.get("/api/v1/datasets/other-rows", headers=fenced).status_code == 404
+    assert api.get("/api/v1/datasets/other-rows/versions/1", headers=fenced).status_code == 404
+    assert api.delete("/api/v1/datasets/other-rows", headers=fenced).status_code == 404
+    assert (
+        api.post("/api/v1/datasets/other-rows/versions", content=b"a\n1\n", headers=fenced).status_code == 404
+    )
+    spec = {"model": "fraud-m", "dataset": "other-rows:1", "target": "b", "estimator": "random_forest"}
+    assert api.post("/api/v1/jobs", json=spec, headers=fenced).status_code == 404
+    assert api.get("/api/v1/datasets/fraud-rows", headers=fenced).status_code == 200
+    assert api.get("/api/v1/datasets/other-rows").status_code == 200  # the admin sees it

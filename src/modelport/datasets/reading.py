@@ -278,6 +278,10 @@ def _arrow_csv(path: Path, column_types: dict[str, Any]) -> pyarrow.Table:
 # --- Parquet -----------------------------------------------------------------------------------------
 
 
+MAX_EXPANDED_BYTES = 2 * 1024**3  # a Parquet file's data once decompressed
+MAX_CELLS = 200_000_000  # rows x columns: 1.6 GB as float64
+
+
 def _read_parquet(path: Path, *, max_rows: int | None, max_columns: int | None) -> pyarrow.Table:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -304,6 +308,15 @@ def _read_parquet(path: Path, *, max_rows: int | None, max_columns: int | None) 
         raise InvalidInput("the file has no data rows", field="file")
     if max_rows is not None and rows > max_rows:
         raise InvalidInput(f"the file has {rows} rows, more than the limit of {max_rows}", field="file")
+    # compressed, a small file can hold gigabytes of repeated values: bound what reading it makes
+    expanded = sum(parquet.metadata.row_group(i).total_byte_size for i in range(parquet.num_row_groups))
+    cells = rows * len(schema.names)
+    if expanded > MAX_EXPANDED_BYTES or cells > MAX_CELLS:
+        raise InvalidInput(
+            f"the Parquet file expands to {expanded} bytes in {cells} cells, more than the limits of "
+            f"{MAX_EXPANDED_BYTES} bytes and {MAX_CELLS} cells",
+            field="file",
+        )
     try:
         table = parquet.read()
     except broken as exc:

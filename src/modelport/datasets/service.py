@@ -78,6 +78,9 @@ class DatasetService:
                     by=by,
                 )
         except BaseException as exc:
+            if pin is not None:  # first: the pin would keep the blob from being collected
+                self.registry.blobs.unpin(pin)
+                pin = None
             if created:
                 self.registry.blobs.collect([digest], self.store.delete)
             if isinstance(exc, ModelportError):

@@ -151,7 +151,7 @@ class MLPParams(Params):
         1e-3, gt=0, le=1, description="Initial step size (adam, sgd), in (0, 1]."
     )
     max_iter: int = Field(200, ge=1, le=100_000, description="Epochs (adam, sgd) or iterations (lbfgs).")
-    batch_size: int | Literal["auto"] = Field(
+    batch_size: Annotated[int, Field(ge=1, le=100_000)] | Literal["auto"] = Field(
         "auto", description="Rows per minibatch, 1..100000, or 'auto': min(200, rows)."
     )
     early_stopping: bool = Field(

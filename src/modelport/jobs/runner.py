@@ -12,27 +12,26 @@ Heartbeats carry progress to the registry and bring back cancel requests; a job 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from modelport.datasets.service import DatasetService
 from modelport.errors import ModelportError
-from modelport.jobs.spec import JobSpec, improvement
+from modelport.jobs.process import Relay, failure, kill, launch
+from modelport.jobs.promotion import decide
+from modelport.jobs.spec import JobSpec
 from modelport.jobs.submission import prepare
 from modelport.registry import Registry, VersionState
 from modelport.registry.db import utcnow
@@ -40,8 +39,6 @@ from modelport.registry.jobs import JobRecord, JobState
 from modelport.repository import ModelRepository
 
 log = logging.getLogger("modelport.jobs")
-MAX_EVENT_BYTES = 2000  # a log line longer than this is cut
-MAX_LOG_EVENTS = 1000  # per job; later ones are counted, not stored
 
 
 @dataclass(frozen=True)
@@ -77,7 +74,8 @@ class JobRunner:
         self.owner = f"{socket.gethostname()[:30]}:{os.getpid()}:{secrets.token_hex(4)}"
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._running: dict[int, subprocess.Popen[bytes]] = {}
+        self._running: dict[int, subprocess.Popen[bytes]] = {}  # job id -> its process, while it runs
+        self._held: dict[int, threading.Thread] = {}  # job id -> the thread that owns it, to the end
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         scratch.mkdir(parents=True, exist_ok=True)
@@ -108,7 +106,7 @@ class JobRunner:
         with self._lock:
             process = self._running.get(job_id)
         if process is not None:  # ours: stop it now rather than at the next heartbeat
-            _kill(process)
+            kill(process)
         return record
 
     # ---- the loop -----------------------------------------------------------------------------
@@ -117,15 +115,15 @@ class JobRunner:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop claiming; kill this process's jobs (they end as interrupted)."""
+        """Stop claiming; kill this process's jobs and record them as interrupted."""
         self._stop.set()
         self._wake.set()
         with self._lock:
-            running = list(self._running.values())
+            running, held = list(self._running.values()), list(self._held.values())
         for process in running:
-            _kill(process)
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+            kill(process)
+        for thread in [*held, *([self._thread] if self._thread else [])]:
+            thread.join(timeout=10)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -137,16 +135,22 @@ class JobRunner:
             self._wake.clear()
 
     def _tick(self) -> None:
+        with self._lock:
+            held = list(self._held)
+        self.registry.jobs.touch(held, self.owner)  # alive while fetching inputs or publishing results
         stale = utcnow() - timedelta(seconds=self.limits.stale_after)
         for interrupted in self.registry.jobs.interrupt(stale_before=stale):
             log.warning("job %s was interrupted (its server stopped heart-beating)", interrupted.id)
         while not self._stop.is_set():
-            job = self.registry.jobs.claim(self.owner, self.limits.max_running)
-            if job is None:
+            claimed = self.registry.jobs.claim(self.owner, self.limits.max_running)
+            if claimed is None:
                 return
-            threading.Thread(
-                target=self._run, args=(job,), name=f"modelport-job-{job.id}", daemon=True
-            ).start()
+            thread = threading.Thread(
+                target=self._run, args=(claimed,), name=f"modelport-job-{claimed.id}", daemon=True
+            )
+            with self._lock:
+                self._held[claimed.id] = thread
+            thread.start()
 
     # ---- one job ------------------------------------------------------------------------------
     def _run(self, job: JobRecord) -> None:
@@ -157,9 +161,12 @@ class JobRunner:
         except Exception as exc:
             message = exc.message if isinstance(exc, ModelportError) else f"{type(exc).__name__}: {exc}"
             log.exception("job %s failed", job.id)
-            self._finish(job, JobState.FAILED, error=message[:1000])
+            error = message.replace(str(self.scratch), "<scratch>")[:1000]
+            self._finish(job, JobState.FAILED, error=error)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+            with self._lock:
+                self._held.pop(job.id, None)
 
     def _execute(self, job: JobRecord, workdir: Path) -> None:
         spec = JobSpec.model_validate(job.spec["request"])
@@ -225,20 +232,10 @@ class JobRunner:
 
     def _supervise(self, job: JobRecord, workdir: Path, wall: int) -> tuple[JobState, str] | None:
         """Run the job's process to its end; None when it succeeded, else the state and reason."""
-        env = {**os.environ, **{v: str(self.limits.threads) for v in THREAD_VARIABLES}}
-        with (workdir / "stderr.txt").open("wb") as stderr:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "modelport.jobs.worker", str(workdir)],
-                stdout=subprocess.PIPE,
-                stderr=stderr,
-                stdin=subprocess.DEVNULL,
-                cwd=workdir,
-                env=env,
-                start_new_session=True,  # its own process group: killing it kills what it started
-            )
+        process = launch(workdir, self.limits.threads)
         with self._lock:
             self._running[job.id] = process
-        relay = _Relay(process.stdout)  # type: ignore[arg-type]
+        relay = Relay(process.stdout)  # type: ignore[arg-type]
         started, cancelled, timed_out = time.monotonic(), False, False
         try:
             while True:
@@ -249,11 +246,14 @@ class JobRunner:
                     pass
                 if self._heartbeat(job, relay) or self._stop.is_set():
                     cancelled = True
-                    _kill(process)
+                    kill(process)
                 elif time.monotonic() - started > wall:
                     timed_out = True
-                    _kill(process)
+                    kill(process)
         finally:
+            if process.poll() is None:  # the registry failed us: never leave the process unwatched
+                kill(process)
+                process.wait()
             with self._lock:
                 self._running.pop(job.id, None)
         relay.join()
@@ -266,9 +266,9 @@ class JobRunner:
             return JobState.FAILED, f"the job ran past its wall-clock limit of {wall} s"
         if process.returncode == 0 and (workdir / "result.json").exists():
             return None
-        return JobState.FAILED, _failure(process.returncode, workdir)
+        return JobState.FAILED, failure(process.returncode, workdir, self.scratch)
 
-    def _heartbeat(self, job: JobRecord, relay: _Relay) -> bool:
+    def _heartbeat(self, job: JobRecord, relay: Relay) -> bool:
         progress, step, metrics, events = relay.take()
         return self.registry.jobs.heartbeat(
             job.id, self.owner, progress=progress, step=step, metrics=metrics, events=events
@@ -283,14 +283,6 @@ class JobRunner:
         champion: dict[str, Any] | None,
     ) -> None:
         artifact = workdir / "out" / Path(result["artifact"]).name
-        upload = self.repository.begin_upload()
-        try:
-            with artifact.open("rb") as f:
-                while chunk := f.read(1 << 20):
-                    upload.write(chunk)
-        except BaseException:
-            upload.discard()
-            raise
         lineage = {
             "job": job.id,
             "dataset": job.spec["dataset"],
@@ -307,8 +299,8 @@ class JobRunner:
             "started_by": job.created_by,
         }
         metadata = {"lineage": lineage, "classes": result.get("classes"), "profile": result.get("profile")}
-        record = self.repository.push(
-            spec.model, upload, by=job.created_by, filename=artifact.name, metadata=metadata
+        record = self.repository.push_bytes(
+            spec.model, _chunks(artifact), by=job.created_by, filename=artifact.name, metadata=metadata
         )
         summary = {
             "version": record.version,
@@ -326,65 +318,14 @@ class JobRunner:
             )  # fmt: skip
             return
         if spec.promote is not None:
-            summary["decision"] = self._decide(job, spec, result, champion, record.version)
+            decision = decide(self.registry, self.repository, job, spec, result, champion, record.version)
+            summary["decision"] = decision
+            if decision["promoted"]:
+                try:
+                    self.on_promoted()
+                except Exception:  # serving catches up through its reconcile loop anyway
+                    log.exception("reconcile after the promotion of job %s", job.id)
         self._finish(job, JobState.SUCCEEDED, result=summary, version=record.version)
-
-    def _decide(
-        self,
-        job: JobRecord,
-        spec: JobSpec,
-        result: dict[str, Any],
-        champion: dict[str, Any] | None,
-        version: int,
-    ) -> dict[str, Any]:
-        """Champion/challenger: move the alias only if the new version wins on the same holdout by the
-        margin, and only if the alias still serves the champion that was scored."""
-        promote = spec.promote
-        assert promote is not None
-        metric = promote.metric or job.spec["metric"]
-        challenger = result["challenger"]["metrics"][metric]
-        decision: dict[str, Any] = {
-            "alias": promote.alias,
-            "metric": metric,
-            "min_improvement": promote.min_improvement,
-            "challenger": {"version": version, "score": challenger},
-            "champion": None,
-            "promoted": False,
-        }
-        scored = result.get("champion")
-        current = self.registry.aliases.find(spec.model, promote.alias)
-        if champion is None:
-            decision["reason"] = "no champion: the alias did not exist"
-            decision["promoted"] = current is None
-            if current is not None:
-                decision["reason"] = f"the alias was set to version {current.version} while the job ran"
-        elif scored is None or "error" in scored:
-            error = (scored or champion).get("error", "it was not scored")
-            decision["champion"] = {"version": champion["version"], "error": error}
-            decision["reason"] = f"the champion could not be scored: {error}"
-        else:
-            champion_score = scored["metrics"][metric]
-            gain = improvement(metric, challenger, champion_score)
-            decision["champion"] = {"version": champion["version"], "score": champion_score}
-            decision["improvement"] = gain
-            if current is None or current.version != champion["version"]:
-                decision["reason"] = "the alias moved while the job ran"
-            elif gain > 0 and gain >= promote.min_improvement:
-                decision["promoted"], decision["reason"] = True, "the challenger won by the margin"
-            else:
-                decision["reason"] = "the challenger did not win by the margin"
-        if decision["promoted"]:
-            self.repository.promote(spec.model, promote.alias, version, by=job.created_by)
-            self.on_promoted()
-        self.registry.audit.record(
-            actor=job.created_by,
-            action="job.promote",
-            target=f"{spec.model}@{promote.alias}",
-            result="ok" if decision["promoted"] else "kept",
-            details={"job": job.id, **decision},
-        )
-        self.registry.jobs.add_event(job.id, "decision", decision)
-        return decision
 
     def _finish(
         self,
@@ -411,90 +352,10 @@ class JobRunner:
         )  # fmt: skip
 
 
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-
-
-class _Relay:
-    """Reads the job's JSON-line events on a thread of its own; ``take`` hands over what came since."""
-
-    def __init__(self, stream: IO[bytes]) -> None:
-        self._lock = threading.Lock()
-        self._progress: float | None = None
-        self._step: str | None = None
-        self._metrics: dict[str, Any] | None = None
-        self._events: list[tuple[str, dict[str, Any]]] = []
-        self._logs = 0
-        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
-        self._thread.start()
-
-    def _read(self, stream: IO[bytes]) -> None:
-        for line in stream:
-            try:
-                event = json.loads(line)
-            except ValueError:
-                event = {"kind": "log", "message": line.decode(errors="replace").strip()}
-            if not isinstance(event, dict):
-                continue
-            with self._lock:
-                self._take_in(event)
-        stream.close()
-
-    def _take_in(self, event: dict[str, Any]) -> None:
-        kind = event.get("kind")
-        if kind == "progress":
-            self._progress = float(event.get("progress") or 0.0)
-            self._step = str(event.get("step") or "")[:256]
-            if isinstance(event.get("metrics"), dict):
-                self._metrics = event["metrics"]
-            data: dict[str, Any] = {k: event[k] for k in ("progress", "step", "metrics") if k in event}
-        elif kind == "log":
-            self._logs += 1
-            if self._logs > MAX_LOG_EVENTS:
-                return
-            data = {"message": str(event.get("message", ""))[:MAX_EVENT_BYTES]}
-        else:
-            return
-        if len(json.dumps(data)) <= 4 * MAX_EVENT_BYTES:
-            self._events.append((kind, data))
-
-    def take(
-        self,
-    ) -> tuple[float | None, str | None, dict[str, Any] | None, list[tuple[str, dict[str, Any]]]]:
-        with self._lock:
-            events, self._events = self._events, []
-            if self._logs > MAX_LOG_EVENTS:
-                events.append(("log", {"message": f"{self._logs - MAX_LOG_EVENTS} more log lines left out"}))
-                self._logs = MAX_LOG_EVENTS
-            return self._progress, self._step, self._metrics, events
-
-    def join(self) -> None:
-        self._thread.join(timeout=5)
-
-
-def _kill(process: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
-
-
-def _failure(returncode: int, workdir: Path) -> str:
-    """Why the job's process failed, in words: its own report, or what the exit status says."""
-    report = workdir / "error.json"
-    if report.exists():
-        try:
-            error = json.loads(report.read_text())
-        except ValueError:
-            error = {}
-        if error.get("reason") == "memory_limit":
-            memory = json.loads((workdir / "job.json").read_text())["limits"]["memory_bytes"]
-            return f"memory_limit: the job exceeded its memory limit of {memory >> 20} MiB"
-        if error.get("message"):
-            return f"{error.get('reason', 'error')}: {error['message']}"[:1000]
-    if returncode == -signal.SIGXCPU:
-        return "cpu_limit: the job used up its CPU-time limit"
-    if returncode < 0:  # SIGKILL from the kernel: out of memory, or past the CPU-time hard limit
-        return f"the job's process was killed by signal {signal.Signals(-returncode).name}"
-    tail = (workdir / "stderr.txt").read_bytes()[-500:].decode(errors="replace").strip()
-    return f"the job's process exited with status {returncode}" + (f": {tail}" if tail else "")
+def _chunks(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            yield chunk
 
 
 def _dataset_ref(job: JobRecord) -> str:

@@ -6,6 +6,7 @@ version number.
 
 from __future__ import annotations
 
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -17,20 +18,37 @@ from modelport.registry.models import model_row, version_row
 from modelport.registry.records import AliasRecord, ChangeKind, HistoryRecord, VersionState
 from modelport.registry.tables import AliasHistoryRow, AliasRow, ModelRow, VersionRow
 
+ANYWHERE = -1  # ``set(expected=...)``: move the alias wherever it points now
+
 
 class Aliases:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def set(self, model: str, alias: str, version: int, *, by: str) -> AliasRecord:
+    def set(
+        self, model: str, alias: str, version: int, *, by: str, expected: int | None = ANYWHERE
+    ) -> AliasRecord:
+        """Point ``alias`` at ``version``. ``expected``: only if the alias points at that version now (None:
+        only if it does not exist), checked in the same transaction (a Conflict otherwise)."""
         check_alias(alias)
-        with self.db.tx() as s:
-            target = version_row(s, model, version)
-            if target.state != VersionState.READY.value:
-                raise Conflict(
-                    f"version {version} of {model!r} is {target.state}, not ready", field="version"
-                )
-            return _move(s, model, target.model_id, alias, version, "promote", by)
+        try:
+            with self.db.tx() as s:
+                target = version_row(s, model, version)
+                if target.state != VersionState.READY.value:
+                    raise Conflict(
+                        f"version {version} of {model!r} is {target.state}, not ready", field="version"
+                    )
+                if expected != ANYWHERE:
+                    current = s.scalar(
+                        select(AliasRow.version)
+                        .where(AliasRow.model_id == target.model_id, AliasRow.name == alias)
+                        .with_for_update()
+                    )
+                    if current != expected:
+                        raise Conflict(f"alias {alias!r} of {model!r} moved to version {current}")
+                return _move(s, model, target.model_id, alias, version, "promote", by)
+        except sa_exc.IntegrityError:  # created by someone else meanwhile (expected it absent)
+            raise Conflict(f"alias {alias!r} of {model!r} was created meanwhile") from None
 
     def rollback_target(self, model: str, alias: str) -> int:
         """The version a rollback of ``alias`` would point at, without moving it."""

@@ -1,7 +1,10 @@
 """The job queue: submission, claiming (once cluster-wide), heartbeats, progress, events, cancel, end.
 
 Claims serialise on the ``jobs`` counter row (a row lock on PostgreSQL; SQLite serialises writers), so
-two processes never take the same job and the number running stays within the cluster-wide limit.
+two processes never take the same job and the number running stays within the cluster-wide limit. Every
+change of a job reads its row ``FOR UPDATE``: a cancel, a claim, an end and an interruption of one job
+never interleave. Events are numbered under the ``job_events`` counter row's lock, so they commit in
+the order of their ids and a follower that has read id N has read every event before it.
 """
 
 from __future__ import annotations
@@ -113,12 +116,17 @@ class Jobs:
 
     def claim(self, owner: str, max_running: int) -> JobRecord | None:
         """The oldest queued job, now running under ``owner``; None when none waits or enough run."""
+        with self.db.tx() as s:  # a plain read first: an idle queue costs every process no write
+            if s.scalar(select(JobRow.id).where(JobRow.state == "queued").limit(1)) is None:
+                return None
         with self.db.tx() as s:
             s.execute(update(CounterRow).where(CounterRow.name == "jobs").values(value=CounterRow.value + 1))
             running = s.scalar(select(func.count()).select_from(JobRow).where(JobRow.state == "running"))
             if (running or 0) >= max_running:
                 return None
-            row = s.scalar(select(JobRow).where(JobRow.state == "queued").order_by(JobRow.id).limit(1))
+            row = s.scalar(
+                select(JobRow).where(JobRow.state == "queued").order_by(JobRow.id).limit(1).with_for_update()
+            )
             if row is None:
                 return None
             now = utcnow()
@@ -182,7 +190,7 @@ class Jobs:
     def cancel(self, job_id: int) -> JobRecord:
         """A queued job ends now; a running one is stopped by its owner within a heartbeat."""
         with self.db.tx() as s:
-            row = _row(s, job_id)
+            row = _row(s, job_id, lock=True)
             if row.state in FINAL:
                 raise Conflict(f"job {job_id} already {row.state}")
             if row.state == JobState.QUEUED:
@@ -199,10 +207,22 @@ class Jobs:
             query = select(JobRow).where(JobRow.state == "running")
             if stale_before is not None:
                 query = query.where(JobRow.heartbeat_at < stale_before)
-            rows = list(s.scalars(query))
+            rows = list(s.scalars(query.with_for_update()))
             for row in rows:
                 _end(s, row, JobState.FAILED, INTERRUPTED)
             return [_record(r) for r in rows]
+
+    def touch(self, job_ids: Iterable[int], owner: str) -> None:
+        """Refresh the heartbeat of jobs ``owner`` holds (while it fetches their inputs or publishes their
+        results, when no process reports)."""
+        ids = list(job_ids)
+        if ids:
+            with self.db.tx() as s:
+                s.execute(
+                    update(JobRow)
+                    .where(JobRow.id.in_(ids), JobRow.owner == owner, JobRow.state == "running")
+                    .values(heartbeat_at=utcnow())
+                )
 
     def events(self, job_id: int, *, after: int = 0, limit: int = 500) -> list[JobEvent]:
         with self.db.tx() as s:
@@ -239,8 +259,8 @@ class Jobs:
             )
 
 
-def _row(s: Session, job_id: int) -> JobRow:
-    row = s.get(JobRow, job_id)
+def _row(s: Session, job_id: int, *, lock: bool = False) -> JobRow:
+    row = s.get(JobRow, job_id, with_for_update=lock)
     if row is None:
         raise NotFound(f"job {job_id} not found")
     return row
@@ -251,7 +271,17 @@ def _end(s: Session, row: JobRow, state: JobState, error: str | None) -> None:
     _event(s, row.id, "state", {"state": state.value, **({"error": error} if error else {})})
 
 
+def _held(s: Session, job_id: int, owner: str) -> JobRow | None:
+    return s.scalar(
+        select(JobRow)
+        .where(JobRow.id == job_id, JobRow.owner == owner, JobRow.state == "running")
+        .with_for_update()
+    )
+
+
 def _event(s: Session, job_id: int, kind: str, data: dict[str, Any]) -> None:
+    # held to the commit: event ids commit in order (see the module docstring)
+    s.execute(update(CounterRow).where(CounterRow.name == "job_events").values(value=CounterRow.value + 1))
     s.add(JobEventRow(job_id=job_id, at=utcnow(), kind=kind, data=data))
 
 

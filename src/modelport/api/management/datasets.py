@@ -16,7 +16,7 @@ from modelport.api.management.training_schemas import DatasetOut, DatasetSummary
 from modelport.api.management.versions import receive_artifact
 from modelport.api.openapi import errors
 from modelport.datasets.bundled import is_bundled
-from modelport.errors import PayloadTooLarge
+from modelport.errors import NotFound, PayloadTooLarge
 from modelport.limits import MAX_VERSION
 from modelport.names import check_name
 from modelport.security.keys import Principal, Scope
@@ -38,6 +38,15 @@ DATASET_BODY = {
     }
 }
 DatasetName = Annotated[str, Path(max_length=140, description="a name, or sklearn:<name> for a bundled one")]
+
+
+def require_dataset(who: Principal, ref: str) -> None:
+    """A key limited to some models (``fraud-*``) reaches only datasets whose names match the same glob
+    (and the bundled ones): 404 for others, as if they did not exist. ``ref``: a name, ``name:3``."""
+    if not is_bundled(ref) and not who.can_access(ref.partition(":")[0]):
+        raise NotFound(f"dataset {ref!r} not found")
+
+
 DatasetVersion = Annotated[int, Path(ge=1, le=MAX_VERSION)]
 
 
@@ -58,6 +67,7 @@ def build_router(ctx: Context) -> APIRouter:
         one file part of a multipart body. It is checked before anything is stored: a bad file is a 400
         naming the row or column at fault."""
         check_name(dataset, field="dataset")
+        require_dataset(who, dataset)
         if declared_over(request.headers.get("content-length"), service.max_bytes):
             raise PayloadTooLarge(f"dataset exceeds the upload limit of {service.max_bytes} bytes")
         upload = service.begin_upload()
@@ -70,7 +80,7 @@ def build_router(ctx: Context) -> APIRouter:
         return DatasetVersionOut.of(record)
 
     @router.get("/datasets")
-    def list_datasets(_: Reader) -> list[DatasetSummaryOut]:
+    def list_datasets(who: Reader) -> list[DatasetSummaryOut]:
         """Uploaded datasets, then the ones bundled with scikit-learn (``sklearn:iris``, ...)."""
         stored = [
             DatasetSummaryOut(
@@ -80,6 +90,7 @@ def build_router(ctx: Context) -> APIRouter:
                 created_at=d.created_at,
             )
             for d in ctx.registry.datasets.all()
+            if who.can_access(d.name)
         ]
         bundled = [
             DatasetSummaryOut(
@@ -90,7 +101,7 @@ def build_router(ctx: Context) -> APIRouter:
         return stored + bundled
 
     @router.get("/datasets/{dataset}")
-    async def get_dataset(_: Reader, dataset: DatasetName) -> DatasetOut:
+    async def get_dataset(who: Reader, dataset: DatasetName) -> DatasetOut:
         if is_bundled(dataset):
             resolved = await run_in_threadpool(service.resolve, dataset)
             description = service.bundled().get(dataset)
@@ -101,21 +112,25 @@ def build_router(ctx: Context) -> APIRouter:
                 latest=DatasetVersionOut.bundled(resolved),
             )
         check_name(dataset, field="dataset")
+        require_dataset(who, dataset)
         return DatasetOut.of(ctx.registry.datasets.get(dataset))
 
     @router.get("/datasets/{dataset}/versions/{version}")
-    def get_dataset_version(_: Reader, dataset: DatasetName, version: DatasetVersion) -> DatasetVersionOut:
+    def get_dataset_version(who: Reader, dataset: DatasetName, version: DatasetVersion) -> DatasetVersionOut:
         check_name(dataset, field="dataset")
+        require_dataset(who, dataset)
         return DatasetVersionOut.of(ctx.registry.datasets.get_version(dataset, version))
 
     @router.delete("/datasets/{dataset}", status_code=204, responses=errors(409))
     def delete_dataset(who: Writer, dataset: DatasetName) -> Response:
         """Every version; refused (409) while a job, or the lineage of a model version, uses one."""
+        require_dataset(who, dataset)
         service.delete(dataset, None, by=who.name)
         return Response(status_code=204)
 
     @router.delete("/datasets/{dataset}/versions/{version}", status_code=204, responses=errors(409))
     def delete_dataset_version(who: Writer, dataset: DatasetName, version: DatasetVersion) -> Response:
+        require_dataset(who, dataset)
         service.delete(dataset, version, by=who.name)
         return Response(status_code=204)
 

@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import StreamingResponse
 
 from modelport.api.management.context import Context
+from modelport.api.management.datasets import require_dataset
 from modelport.api.management.routing import management_router
 from modelport.api.management.training_schemas import EstimatorOut, JobEventOut, JobOut
 from modelport.api.openapi import errors
@@ -57,6 +58,7 @@ def build_router(ctx: Context) -> APIRouter:
         also needs the ``deploy`` scope."""
         spec = parse_spec(await json_body(request))
         who.require_model(spec.model)
+        require_dataset(who, spec.dataset)
         if spec.promote is not None:
             who.require(Scope.DEPLOY)
         record = await run_in_threadpool(lambda: runner.submit(spec, by=who.name))

@@ -72,10 +72,10 @@ def upgrade() -> None:
     )
     op.create_index("ix_job_events_job_id", "job_events", ["job_id"])
     counters = sa.table("registry_counters", sa.column("name", sa.String), sa.column("value", sa.BigInteger))
-    op.bulk_insert(counters, [{"name": "jobs", "value": 0}])
+    op.bulk_insert(counters, [{"name": "jobs", "value": 0}, {"name": "job_events", "value": 0}])
 
 
 def downgrade() -> None:
-    op.execute("DELETE FROM registry_counters WHERE name = 'jobs'")
+    op.execute("DELETE FROM registry_counters WHERE name IN ('jobs', 'job_events')")
     for table in ("job_events", "jobs", "dataset_versions", "datasets"):
         op.drop_table(table)
