@@ -15,6 +15,7 @@ CLASSIFICATION_METRICS = ("accuracy", "balanced_accuracy", "f1")  # f1: macro-av
 REGRESSION_METRICS = ("rmse", "mae", "r2")
 LOWER_IS_BETTER = frozenset({"rmse", "mae"})
 MAX_FEATURES = 1000
+NUMERIC = frozenset({"integer", "float", "boolean"})  # the column types a feature may have
 
 
 class Strict(BaseModel):

@@ -11,9 +11,8 @@ from pydantic import ValidationError
 from modelport.datasets.service import DatasetService, ResolvedDataset
 from modelport.errors import InvalidSpec, NotFound
 from modelport.jobs import estimators
-from modelport.jobs.spec import JobSpec, Task, default_metric, metrics_for
+from modelport.jobs.spec import NUMERIC, JobSpec, Task, default_metric, metrics_for
 
-NUMERIC = frozenset({"integer", "float", "boolean"})
 MAX_CLASSES_OF_INTEGER_TARGET = 20  # an integer target with more distinct values is a regression
 
 

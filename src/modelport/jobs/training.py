@@ -9,8 +9,6 @@ champion) is scored on the same rows, so that the server can decide on promotion
 from __future__ import annotations
 
 import functools
-import json
-import math
 import warnings
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
@@ -19,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from modelport.errors import InvalidSpec
 from modelport.jobs import estimators
-from modelport.jobs.spec import LOWER_IS_BETTER, JobSpec, Range, Search, default_metric, metrics_for
+from modelport.jobs.search import NoTrialSucceeded, finite, first_line, search
+from modelport.jobs.spec import NUMERIC, JobSpec, default_metric, metrics_for
 
 if TYPE_CHECKING:
     import numpy as np
@@ -31,7 +30,6 @@ Emit = Callable[[dict[str, Any]], None]
 BOOSTERS = frozenset({"xgboost", "lightgbm"})
 TABULAR = frozenset({"sklearn", "xgboost", "lightgbm"})  # champions this job can score
 ARTIFACTS = {"sklearn": "model.skops", "xgboost": "model.json", "lightgbm": "model.txt"}
-NUMERIC = frozenset({"integer", "float", "boolean"})
 
 
 class TrainingError(Exception):
@@ -115,11 +113,14 @@ def _run(job: dict[str, Any], out_dir: Path, emit: Emit) -> dict[str, Any]:
         def on_trial(done: int, total: int, best: float | None) -> None:
             progress(0.15 + 0.6 * done / total, f"search trial {done} of {total}", search_best=best)
 
-        searched = _search(
-            spec.search, spec.estimator, task, params, metric,
-            fit=lambda chosen: _cv_score(make(chosen), x[train], y_fit[train], task, folds, seed, metric),
-            seed=seed, on_trial=on_trial,
-        )  # fmt: skip
+        try:
+            searched = search(
+                spec.search, spec.estimator, task, params, metric,
+                fit=lambda chosen: _cv_score(make(chosen), x[train], y_fit[train], task, folds, seed, metric),
+                seed=seed, on_trial=on_trial,
+            )  # fmt: skip
+        except NoTrialSucceeded as exc:
+            raise TrainingError("invalid_spec", str(exc)) from None
         params = estimators.validate(spec.estimator, task, {**params, **searched["best_params"]})
     progress(0.75, "fitting the model")
     model = make(params)
@@ -237,7 +238,7 @@ def _split(y: np.ndarray, task: str, holdout: float | None, seed: int) -> tuple[
             rows, test_size=holdout, random_state=seed, stratify=y if task == "classification" else None
         )
     except ValueError as exc:  # too few rows for the holdout asked for
-        raise TrainingError("invalid_data", f"cannot split off the holdout: {_first_line(exc)}") from None
+        raise TrainingError("invalid_data", f"cannot split off the holdout: {first_line(exc)}") from None
     return np.asarray(train), np.asarray(test)
 
 
@@ -289,7 +290,7 @@ def _cross_validate(
     summary = {}
     for m in scoring:
         scores = -out[f"test_{m}"] if m in NEGATED else out[f"test_{m}"]
-        summary[m] = {"mean": _finite(scores.mean()), "std": _finite(scores.std())}
+        summary[m] = {"mean": finite(scores.mean()), "std": finite(scores.std())}
     return summary
 
 
@@ -312,17 +313,17 @@ def _metrics(task: str, truth: np.ndarray, predicted: np.ndarray) -> dict[str, f
     if task == "regression":
         truth, predicted = truth.astype(np.float64), predicted.astype(np.float64)
         return {
-            "rmse": _finite(metrics.root_mean_squared_error(truth, predicted)),
-            "mae": _finite(metrics.mean_absolute_error(truth, predicted)),
-            "r2": _finite(metrics.r2_score(truth, predicted)) if len(truth) > 1 else None,
+            "rmse": finite(metrics.root_mean_squared_error(truth, predicted)),
+            "mae": finite(metrics.mean_absolute_error(truth, predicted)),
+            "r2": finite(metrics.r2_score(truth, predicted)) if len(truth) > 1 else None,
         }
     truth, predicted = _comparable(truth), _comparable(predicted)
     if truth.dtype.kind != predicted.dtype.kind:  # numbers on one side, text on the other
         truth, predicted = truth.astype(str), predicted.astype(str)
     return {
-        "accuracy": _finite(metrics.accuracy_score(truth, predicted)),
-        "balanced_accuracy": _finite(metrics.balanced_accuracy_score(truth, predicted)),
-        "f1": _finite(metrics.f1_score(truth, predicted, average="macro", zero_division=0.0)),
+        "accuracy": finite(metrics.accuracy_score(truth, predicted)),
+        "balanced_accuracy": finite(metrics.balanced_accuracy_score(truth, predicted)),
+        "f1": finite(metrics.f1_score(truth, predicted, average="macro", zero_division=0.0)),
     }
 
 
@@ -391,7 +392,7 @@ def _champion(
     except MemoryError:
         raise
     except Exception as exc:
-        reason = exc.message if isinstance(exc, TrainingError) else _first_line(exc)
+        reason = exc.message if isinstance(exc, TrainingError) else first_line(exc)
         return {"version": number, "error": reason.replace(str(champion.get("dir")), "<champion>")}
     return {"version": number, "score": metrics[metric], "metrics": metrics}
 
@@ -410,7 +411,7 @@ def _score_champion(champion: dict[str, Any], x: np.ndarray, y: np.ndarray, task
     try:
         runtime = _serve(Path(champion["dir"]), framework)
     except Exception as exc:
-        raise refuse(f"it could not be loaded: {_first_line(exc)}") from None
+        raise refuse(f"it could not be loaded: {first_line(exc)}") from None
     signature = runtime.signature()
     inputs, outputs = signature.inputs, {t.name: t for t in signature.outputs}
     if len(inputs) != 1 or len(inputs[0].shape) != 2 or inputs[0].shape[1] not in (-1, x.shape[1]):
@@ -430,91 +431,6 @@ def _score_champion(champion: dict[str, Any], x: np.ndarray, y: np.ndarray, task
     return _metrics(task, y, predicted)
 
 
-# ---- search -------------------------------------------------------------------------------------------
-def _search(
-    spec: Search,
-    estimator: str,
-    task: str,
-    params: dict[str, Any],
-    metric: str,
-    *,
-    fit: Callable[[dict[str, Any]], float],
-    seed: int,
-    on_trial: Callable[[int, int, float | None], None],
-) -> dict[str, Any]:
-    """Optuna over ``spec.space``: every grid point (up to ``trials``) or ``trials`` random draws, each
-    scored by ``fit`` (cross-validation on the training rows). Same seed, same trials."""
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.ERROR)  # the job reports trials itself
-    space = dict(spec.space)
-    # Optuna's choices must be plain scalars: other values (layer sizes) travel as JSON text
-    encoded = {
-        name: values
-        if isinstance(values, Range) or all(map(_scalar, values))
-        else [json.dumps(v) for v in values]
-        for name, values in space.items()
-    }
-    sampler: optuna.samplers.BaseSampler
-    if spec.kind == "grid":
-        grid = {name: list(values) for name, values in encoded.items() if not isinstance(values, Range)}
-        sampler = optuna.samplers.GridSampler(grid, seed=seed)
-        total = min(spec.trials, math.prod(len(v) for v in grid.values()))
-    else:
-        sampler, total = optuna.samplers.RandomSampler(seed=seed), spec.trials
-    lower = metric in LOWER_IS_BETTER
-    study = optuna.create_study(direction="minimize" if lower else "maximize", sampler=sampler)
-    trials: list[dict[str, Any]] = []
-    best: dict[str, Any] | None = None
-
-    def objective(trial: optuna.Trial) -> float:
-        nonlocal best
-        chosen = {
-            name: _suggest(trial, estimator, name, values, space[name]) for name, values in encoded.items()
-        }
-        entry: dict[str, Any] = {"number": trial.number, "params": chosen, "score": None}
-        trials.append(entry)
-        try:
-            estimators.validate(estimator, task, {**params, **chosen})  # e.g. l1_ratio without saga
-            score = _finite(fit(chosen))
-            if score is None:
-                raise ValueError("the score is not a number")
-        except (InvalidSpec, ValueError) as exc:
-            entry["error"] = exc.message if isinstance(exc, InvalidSpec) else _first_line(exc)
-            on_trial(len(trials), total, None if best is None else best["score"])
-            raise
-        entry["score"] = score
-        if best is None or (score < best["score"] if lower else score > best["score"]):
-            best = entry
-        on_trial(len(trials), total, best["score"])
-        return score
-
-    study.optimize(objective, n_trials=total, catch=(InvalidSpec, ValueError))
-    if best is None:
-        raise TrainingError(
-            "invalid_spec", f"every trial of the search failed; the first: {trials[0]['error']}"
-        )
-    return {
-        "kind": spec.kind,
-        "trials": trials,
-        "best_params": best["params"],
-        "best_score": best["score"],
-    }
-
-
-def _suggest(trial: Any, estimator: str, name: str, values: list[Any] | Range, original: Any) -> Any:
-    if isinstance(values, Range):
-        if estimators.numeric_kind(estimator, name) == "int":
-            return trial.suggest_int(name, int(values.low), int(values.high), log=values.log)
-        return trial.suggest_float(name, values.low, values.high, log=values.log)
-    choice = trial.suggest_categorical(name, values)
-    return original[values.index(choice)] if values is not original else choice
-
-
-def _scalar(value: Any) -> bool:
-    return value is None or isinstance(value, bool | int | float | str)
-
-
 # ---- small helpers ------------------------------------------------------------------------------------
 def _libraries(framework: str, searched: bool) -> dict[str, str]:
     names = ["scikit-learn", "numpy", "scipy", "pyarrow"]
@@ -529,15 +445,5 @@ def _libraries(framework: str, searched: bool) -> dict[str, str]:
     return found
 
 
-def _finite(value: Any) -> float | None:
-    number = float(value)
-    return number if math.isfinite(number) else None
-
-
 def _text(value: Any) -> str:
     return repr(value.item() if hasattr(value, "item") else value)
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return (lines[0] if lines else type(exc).__name__)[:300]
