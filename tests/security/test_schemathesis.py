@@ -60,6 +60,8 @@ def _cleanup() -> Iterator[None]:
 @schema.parametrize()
 @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 def test_no_server_errors(case: Any) -> None:
+    if case.method == "DELETE" and (case.path_parameters or {}).get("name") == "admin":
+        return  # revoking the key the fuzzer calls with would answer 401 to every later case
     response = case.call(headers={"Authorization": f"Bearer {ADMIN_KEY}"})
     assert response.status_code < 500, (
         case.method,

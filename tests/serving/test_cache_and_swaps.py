@@ -110,11 +110,12 @@ def test_promote_and_rollback_under_load_drop_nothing(
             await asyncio.to_thread(client.promote, "iris", 2)
             marks.append(len(results))
             await asyncio.sleep(2)
+            marks.append(len(results))
             await asyncio.to_thread(client.rollback, "iris")
             marks.append(len(results))
             await asyncio.gather(*load)
             # answers that arrived while promote or rollback was under way could be either version
-            return [results[: marks[0]], results[marks[1] : marks[2]], results[marks[2] :]]
+            return [results[: marks[0]], results[marks[1] : marks[2]], results[marks[3] :]]
 
         before, during, after = asyncio.run(scenario())
     everything = before + during + after
