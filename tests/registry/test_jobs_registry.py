@@ -27,7 +27,7 @@ def test_claims_are_exclusive_and_bounded_under_contention(registry: Registry) -
         claimed = list(pool.map(lambda i: registry.jobs.claim(f"owner-{i}", 2), range(8)))
     taken = [c for c in claimed if c is not None]
     assert len(taken) == 2 and len({c.id for c in taken}) == 2
-    assert [c.id for c in taken if c] == sorted(c.id for c in taken) and {c.id for c in taken} == set(ids[:2])
+    assert {c.id for c in taken} == set(ids[:2])  # the oldest two, whichever thread got which
     assert registry.jobs.claim("late", 2) is None  # two run: the limit holds
     first = taken[0]
     owner = next(f"owner-{i}" for i, c in enumerate(claimed) if c is not None and c.id == first.id)
