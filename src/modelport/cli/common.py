@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -15,6 +17,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
@@ -161,3 +164,20 @@ class ReportingGroup(TyperGroup):
         except OSError as exc:  # a file the user named: missing, unreadable, a directory, ...
             where = f"{exc.filename}: " if exc.filename else ""
             fail(f"{where}{(exc.strerror or str(exc)).lower()}")
+
+
+@contextmanager
+def upload_bar(file: Path, quiet: bool) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr for sending ``file``; yields the callback that advances it by a chunk."""
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=err,
+        transient=True,
+        disable=quiet,
+    ) as progress:
+        # the description is rich markup: a file name is data
+        bar = progress.add_task(f"pushing {escape(file.name)}", total=file.stat().st_size)
+        yield lambda n: progress.advance(bar, n)

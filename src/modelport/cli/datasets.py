@@ -6,8 +6,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
-from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 from rich.text import Text
 
 from modelport.cli.common import (
@@ -21,10 +19,10 @@ from modelport.cli.common import (
     connect,
     console,
     emit,
-    err,
     print_json,
     say,
     table,
+    upload_bar,
 )
 
 datasets_app = typer.Typer(
@@ -52,19 +50,9 @@ def datasets_push(
     naming the row or column)."""
     with (
         connect(url, api_key, ca_file, insecure) as client,
-        Progress(
-            "[progress.description]{task.description}",
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            console=err,
-            transient=True,
-            disable=output is Output.json,
-        ) as progress,
+        upload_bar(file, output is Output.json) as advance,
     ):
-        # the description is rich markup: a file name is data
-        bar = progress.add_task(f"pushing {escape(file.name)}", total=file.stat().st_size)
-        data = client.push_dataset(name, file, progress=lambda n: progress.advance(bar, n))
+        data = client.push_dataset(name, file, progress=advance)
     if output is Output.json:
         print_json(data)
         return

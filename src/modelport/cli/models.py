@@ -7,8 +7,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
-from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 from rich.text import Text
 
 from modelport.cli.common import (
@@ -21,11 +19,11 @@ from modelport.cli.common import (
     connect,
     console,
     emit,
-    err,
     fail,
     print_json,
     say,
     table,
+    upload_bar,
 )
 from modelport.client.calls import Batching
 from modelport.client.packing import packed
@@ -205,23 +203,13 @@ def models_push(
     with (
         connect(url, api_key, ca_file, insecure) as client,
         packed(path) as file,
-        Progress(
-            "[progress.description]{task.description}",
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            console=err,
-            transient=True,
-            disable=quiet,
-        ) as progress,
+        upload_bar(file, quiet) as advance,
     ):
-        # the description is rich markup: a file name is data
-        bar = progress.add_task(f"pushing {escape(file.name)}", total=file.stat().st_size)
         data = client.push(
             name,
             file,
             framework=framework,
-            progress=lambda n: progress.advance(bar, n),
+            progress=advance,
             device=device,
             dtype=dtype,
             task=task,

@@ -38,6 +38,13 @@ def bundled_table(name: str) -> pyarrow.Table:
 
 
 def bundled_info(name: str) -> DatasetInfo:
+    if name not in BUNDLED:
+        bundled_table(name)  # its NotFound
+    return _info(name)
+
+
+@functools.cache  # listing datasets shows their row counts: describe each once per process
+def _info(name: str) -> DatasetInfo:
     return describe(bundled_table(name), "sklearn")
 
 

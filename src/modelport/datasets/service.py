@@ -4,13 +4,14 @@ version's lineage uses it). Files live in the artifact store by sha256, like mod
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from modelport.datasets.bundled import BUNDLED, PREFIX, bundled_info, is_bundled
 from modelport.datasets.reading import inspect
-from modelport.errors import Conflict, InvalidInput, ModelportError
+from modelport.errors import ConfigError, Conflict, InvalidInput, ModelportError
 from modelport.names import check_name
 from modelport.registry import Registry
 from modelport.registry.datasets import DatasetVersionRecord
@@ -43,6 +44,18 @@ def version_info(record: DatasetVersionRecord) -> dict[str, Any]:
     return {"format": record.format, "rows": record.rows, **record.info}
 
 
+TRAINING_MODULES = ("pyarrow", "sklearn")
+
+
+def require_training() -> None:
+    """Datasets and training need the ``training`` extra; without it, say so instead of failing inside."""
+    missing = [m for m in TRAINING_MODULES if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ConfigError(
+            f"datasets and training need {', '.join(missing)}: pip install 'modelport[training]'"
+        )
+
+
 class DatasetService:
     def __init__(self, registry: Registry, store: ArtifactStore, scratch: Path, max_bytes: int) -> None:
         self.registry = registry
@@ -57,6 +70,7 @@ class DatasetService:
     def push(self, name: str, upload: Upload, *, by: str) -> DatasetVersionRecord:
         """Inspect the uploaded file (a 400 naming the row or column when it is bad: nothing stored),
         then store it and commit its version row."""
+        require_training()
         pin: str | None = None
         created = False
         try:
@@ -106,6 +120,7 @@ class DatasetService:
 
     def resolve(self, ref: str, *, field: str = "dataset") -> ResolvedDataset:
         if is_bundled(ref):
+            require_training()
             name = ref.removeprefix(PREFIX)
             info = bundled_info(name)
             return ResolvedDataset(ref, None, None, "sklearn", info.as_dict())
@@ -145,4 +160,7 @@ class DatasetService:
 
     @staticmethod
     def bundled() -> dict[str, str]:
+        """Name -> description; none when scikit-learn is not installed."""
+        if any(importlib.util.find_spec(m) is None for m in TRAINING_MODULES):
+            return {}
         return {f"{PREFIX}{name}": description for name, description in BUNDLED.items()}

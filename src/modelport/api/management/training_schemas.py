@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from modelport.api.management.schemas import Timestamp
-from modelport.datasets.service import ResolvedDataset
+from modelport.datasets.service import ResolvedDataset, version_info
 from modelport.registry.datasets import DatasetRecord, DatasetVersionRecord
 from modelport.registry.jobs import JobEvent, JobRecord, JobState
 
@@ -37,32 +37,35 @@ class DatasetVersionOut(BaseModel):
 
     @classmethod
     def of(cls, v: DatasetVersionRecord) -> DatasetVersionOut:
-        return cls(
-            dataset=v.dataset,
-            version=v.version,
-            sha256=v.sha256,
-            size=v.size,
-            format=v.format,
-            rows=v.rows,
-            columns=v.info["columns"],
-            schema_=[ColumnOut(**c) for c in v.info["schema"]],
-            preview=v.info["preview"],
-            created_at=v.created_at,
-            created_by=v.created_by,
-        )
+        return cls._of(v.dataset, version_info(v), v.version, v.sha256, v.size, v.created_at, v.created_by)
 
     @classmethod
     def bundled(cls, d: ResolvedDataset) -> DatasetVersionOut:
+        return cls._of(d.name, d.info)
+
+    @classmethod
+    def _of(
+        cls,
+        dataset: str,
+        info: dict[str, Any],
+        version: int | None = None,
+        sha256: str | None = None,
+        size: int | None = None,
+        created_at: datetime | None = None,
+        created_by: str | None = None,
+    ) -> DatasetVersionOut:
         return cls(
-            dataset=d.name,
-            version=None,
-            sha256=None,
-            size=None,
-            format=d.format,
-            rows=d.info["rows"],
-            columns=d.info["columns"],
-            schema_=[ColumnOut(**c) for c in d.info["schema"]],
-            preview=d.info["preview"],
+            dataset=dataset,
+            version=version,
+            sha256=sha256,
+            size=size,
+            format=info["format"],
+            rows=info["rows"],
+            columns=info["columns"],
+            schema_=[ColumnOut(**c) for c in info["schema"]],
+            preview=info["preview"],
+            created_at=created_at,
+            created_by=created_by,
         )
 
 
