@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format postgres clean
+.PHONY: demo test lint format postgres browser clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -23,7 +23,14 @@ postgres:
 	       && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \
 	       || echo "postgresql could not be installed: PostgreSQL registry tests will be skipped"; }
 
-test: $(STAMP) postgres lint
+# Chromium and its driver for the dashboard's browser tests: Debian's packages, installed the same way.
+browser:
+	@command -v chromium >/dev/null 2>&1 \
+	  || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	       && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+	       || echo "chromium could not be installed: the dashboard's browser tests will be skipped"; }
+
+test: $(STAMP) postgres browser lint
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

@@ -9,6 +9,7 @@ class ModelportError(Exception):
     code = "internal"
     retry_after: float | None = None  # seconds; answered as a Retry-After header
     status_code: int | None = None  # the HTTP status it came with, when the SDK raised it
+    version: int | None = None  # the version that failed the request, when one was reached (monitoring)
 
     def __init__(self, message: str, *, field: str | None = None, status_code: int | None = None) -> None:
         super().__init__(message)

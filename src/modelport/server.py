@@ -11,6 +11,9 @@ from modelport.api.app import create_app
 from modelport.api.inference import InferenceFastPath
 from modelport.datasets.service import DatasetService
 from modelport.jobs.runner import JobLimits, JobRunner
+from modelport.monitoring.predlog import PredictionLog
+from modelport.monitoring.service import MonitoringService
+from modelport.monitoring.windows import ServingStats
 from modelport.registry import Registry, VersionRecord
 from modelport.registry.db import make_engine, migrate
 from modelport.repository import Limits, ModelRepository
@@ -39,9 +42,11 @@ class Services:
     generated_admin_key: str | None
     datasets: DatasetService
     jobs: JobRunner
+    monitoring: MonitoringService
 
     def close(self) -> None:
         self.jobs.stop()
+        self.monitoring.stop()
         self.dataplane.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.registry.engine.dispose()
@@ -117,7 +122,26 @@ def build_services(settings: Settings, *, primary: bool = True) -> Services:
         settings.job_threads,
     )
     jobs = JobRunner(registry, repository, datasets, limits, data_dir / "tmp", dataplane.reconcile)
-    return Services(settings, registry, repository, dataplane, keys, executor, generated, datasets, jobs)
+    monitoring = MonitoringService(
+        registry,
+        PredictionLog(
+            data_dir / "predictions",
+            max_bytes=int(settings.prediction_log_max_bytes),
+            max_age_seconds=settings.prediction_log_max_age,
+        ),
+        ServingStats(settings.stats_bucket_seconds),
+        lambda model, ref: dataplane.router.route_for(model, ref).pick(),
+        datasets,
+        retention=settings.stats_retention,
+        alert_interval=settings.alert_interval,
+        webhook_timeout=settings.webhook_timeout,
+        webhook_attempts=settings.webhook_attempts,
+    )
+    dataplane.observers.add(monitoring.stats)
+    dataplane.observers.add(monitoring.predictions)
+    return Services(
+        settings, registry, repository, dataplane, keys, executor, generated, datasets, jobs, monitoring
+    )
 
 
 def build_app(services: Services) -> InferenceFastPath:

@@ -67,6 +67,15 @@ class Settings(BaseSettings):
     job_wall_seconds: int = Field(3600, ge=1)
     job_threads: int = Field(1, ge=1, le=256)
     max_dataset_bytes: ByteSize = Field(ByteSize(512 * 1024**2), gt=0)
+    # monitoring: the prediction log (per model), serving statistics, alerts, the dashboard's sessions
+    prediction_log_max_bytes: ByteSize = Field(ByteSize(1024**3), gt=0)
+    prediction_log_max_age: float = Field(7 * 86400.0, gt=0)
+    stats_bucket_seconds: int = Field(10, ge=1, le=3600)
+    stats_retention: float = Field(7 * 86400.0, gt=0)
+    alert_interval: float = Field(15.0, gt=0)
+    webhook_timeout: float = Field(5.0, gt=0)
+    webhook_attempts: int = Field(8, ge=1, le=100)
+    ui_session_seconds: int = Field(8 * 3600, ge=60)
     workers: int = Field(1, ge=1, le=256)
     access_log: bool = False
     allowed_hosts: list[str] = Field(default_factory=list)  # beyond loopback and the bind address

@@ -40,6 +40,9 @@ VALID_BODY: dict[str, dict[str, Any]] = {
     "EmbeddingRequest": {"model": "iris", "input": "x"},
     "ChatRequest": {"model": "iris", "messages": [{"role": "user", "content": "x"}]},
     "CompletionRequest": {"model": "iris", "prompt": "x"},
+    "MonitoringConfigIn": {"sample_rate": 0.5, "reference_rows": 10},
+    "ReferenceIn": {"dataset": "sklearn:iris", "target": "target"},
+    "AlertIn": {"kind": "p99", "threshold": 0.5, "window": "5m"},
     "JobSpec": {
         "model": "fuzz",
         "dataset": "sklearn:iris",

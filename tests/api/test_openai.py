@@ -534,3 +534,62 @@ async def test_the_surface_is_documented(client: httpx.AsyncClient) -> None:
         "code",
     }
     assert {"/v1/models", "/v1/models/{model}", "/v1/embeddings", "/v1/completions"} <= set(spec["paths"])
+
+
+async def logged_now(services: Services) -> None:
+    await asyncio.sleep(0.05)  # observers hear of an answer just after it is sent
+    services.monitoring.predictions.flush()
+
+
+async def test_embeddings_are_logged_and_their_centroid_drift_measured(client: httpx.AsyncClient) -> None:
+    services = services_of(client)
+    config = {"sample_rate": 1.0, "reference_rows": 20}
+    assert (await client.put("/api/v1/models/tiny/monitoring/config", json=config)).status_code == 200
+    words = [
+        "the",
+        "cat",
+        "sat",
+        "on",
+        "the",
+        "mat",
+        "while",
+        "a",
+        "dog",
+        "ran",
+        "in",
+        "the",
+        "park",
+        "and",
+        "birds",
+        "sang",
+    ]
+    rng = np.random.default_rng(0)
+
+    def sentences(vocabulary: list[str], n: int) -> list[str]:
+        return [" ".join(rng.choice(vocabulary, 8)) for _ in range(n)]
+
+    for text in sentences(words, 20):  # one request per text: the first 20 make the reference
+        r = await client.post("/v1/embeddings", json={"model": "tiny", "input": text})
+        assert r.headers["x-request-id"]
+    await logged_now(services)
+    await asyncio.to_thread(services.monitoring.make_profiles)
+    reference = (await client.get("/api/v1/models/tiny/versions/1/reference")).json()
+    assert reference["source"] == "predictions" and reference["profile"]["embedding"]["rows"] == 20
+    logged = (await client.get("/api/v1/models/tiny/predictions", params={"limit": 1})).json()["predictions"][
+        0
+    ]
+    assert logged["surface"] == "openai" and len(logged["outputs"]["embedding"][0]) == 32
+    since = time.time()
+    for text in sentences(words, 20):
+        await client.post("/v1/embeddings", json={"model": "tiny", "input": text})
+    await logged_now(services)
+    record = services.registry.models.get_version("tiny", 1)
+    same = services.monitoring.drift(record, since=since, until=time.time())["embedding"]
+    since = time.time()
+    digits = [str(n) for n in range(1000, 1100)]
+    await client.post("/v1/embeddings", json={"model": "tiny", "input": sentences(digits, 20)})
+    await logged_now(services)
+    moved = services.monitoring.drift(record, since=since, until=time.time())["embedding"]
+    assert same["rows"] == 20 and moved["rows"] == 20
+    assert moved["cosine_distance"] > 4 * same["cosine_distance"], (same, moved)
+    assert not same["drifted"] and moved["drifted"]

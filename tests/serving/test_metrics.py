@@ -17,8 +17,14 @@ def test_metrics_count_requests_batches_and_loaded_models(
     assert api.post("/v2/models/iris/versions/9/infer", json=row).status_code == 404
     assert api.get("/metrics", headers={"Authorization": ""}).status_code == 401
     text = api.get("/metrics").text
-    assert 'modelport_inference_requests_total{model="iris",status="200",version="1"} 3.0' in text
-    assert 'modelport_inference_requests_total{model="",status="404",version=""} 1.0' in text
-    assert 'modelport_batch_size_rows_sum{model="iris"} 6.0' in text
+    requests = "modelport_inference_requests_total"
+    assert f'{requests}{{model="iris",status="200",surface="v2",version="1"}} 3.0' in text
+    assert f'{requests}{{model="",status="404",surface="v2",version=""}} 1.0' in text
+    assert 'modelport_batch_size_rows_sum{model="iris",version="1"} 6.0' in text
     assert "modelport_loaded_versions 1.0" in text
-    assert 'modelport_inference_request_duration_seconds_count{model="iris"} 3.0' in text
+    assert (
+        'modelport_inference_request_duration_seconds_count{model="iris",surface="v2",version="1"} 3.0'
+        in text
+    )
+    assert 'modelport_queue_wait_seconds_count{model="iris",version="1"} 3.0' in text
+    assert 'modelport_model_loads_total{model="iris",outcome="ok",version="1"} 1.0' in text

@@ -184,7 +184,7 @@ async def test_observers_see_every_answer_after_it_is_sent_and_cannot_break_it(
     assert [(e.model, e.version, e.status, e.error, e.surface) for e in seen] == [
         ("obs", 1, 200, None, "v2"),
         ("", None, 404, "not_found", "v2"),
-        ("obs", None, 400, "invalid_input", "v2"),
+        ("obs", 1, 400, "invalid_input", "v2"),  # refused by the version it reached
     ]
     np.testing.assert_array_equal(seen[0].inputs["x"], [[1.0, 2.0, 3.0]])
     np.testing.assert_array_equal(seen[0].outputs["y"], [[2.0, 4.0, 6.0]])

@@ -13,9 +13,9 @@ import swagger_ui_bundle
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.staticfiles import StaticFiles
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from modelport import __version__
+from modelport import __version__, ui
 from modelport.api import management, openai, v2
 from modelport.api.auth import Authenticator, GuardedAuth
 from modelport.api.inference import InferenceFastPath, InferenceHandler
@@ -41,6 +41,7 @@ def create_app(services: Services, on_shutdown: Callable[[], None] | None = None
         freeze_long_lived()  # see its docstring: this is what keeps full collections off the p99
         reconciler = asyncio.create_task(_reconcile_forever(dataplane, settings.reconcile_interval))
         services.jobs.start()
+        services.monitoring.start()
         try:
             yield
         finally:
@@ -64,6 +65,9 @@ def create_app(services: Services, on_shutdown: Callable[[], None] | None = None
     app.mount_surface(OPENAI, openai.build_app(dataplane, auth, settings.max_request_bytes))
     guarded = GuardedAuth(auth, allowed_hosts(settings.host, settings.allowed_hosts))
     app.mount_surface(MANAGEMENT, management.build_app(services, guarded))
+    # the dashboard (modelport.ui): its own sessions over the same keys, Host/Origin checks and audit
+    app.mount("/ui", ui.build_app(services, guarded), name="ui")
+    app.add_api_route("/", lambda: RedirectResponse("/ui/", status_code=307), include_in_schema=False)
     metrics = dataplane.cache.metrics
 
     @app.get("/metrics", include_in_schema=False)

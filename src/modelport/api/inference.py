@@ -4,11 +4,16 @@
 orjson, no framework middleware, routing or dependency solving per request — and hands every other
 request to FastAPI. The FastAPI routes for the same paths call the same ``InferenceHandler`` (they
 document the API and serve when the fast path is not installed).
+
+Every inference answer, error or not, carries ``X-Request-Id``: the client's own when it is a plain
+token (``request_id``), else a new one; observers get the same id in ``InferenceEvent.request_id``.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import re
 import time
 import zlib
@@ -18,7 +23,7 @@ from typing import Any
 from modelport.api.auth import Authenticator
 from modelport.api.errors import JSON, ErrorEncoder, Headers, HTTPError, status_of
 from modelport.api.headers import declared_over, length_header
-from modelport.api.surfaces import V2
+from modelport.api.surfaces import OPENAI, V2
 from modelport.errors import InvalidInput, ModelportError, NotFound, PayloadTooLarge
 from modelport.limits import MAX_VERSION
 from modelport.protocol.v2 import (
@@ -36,6 +41,39 @@ from modelport.serving.observers import InferenceEvent
 log = logging.getLogger("modelport.api")
 INFER_PATH = re.compile(rf"^{re.escape(V2.prefix)}/models/([^/]+)(?:/versions/([^/]+))?/infer$")
 _VERSION_DIGITS = len(str(MAX_VERSION))
+# the OpenAI surface's inference paths (answered by FastAPI; here only for the fast path's own errors)
+OPENAI_INFER_PATHS = frozenset(
+    f"{OPENAI.prefix}{p}" for p in ("/completions", "/chat/completions", "/embeddings")
+)
+REQUEST_ID = "x-request-id"
+_REQUEST_ID = REQUEST_ID.encode()
+# a client's id is echoed only when it is a plain token (UUIDs, trace ids): it can inject nothing anywhere
+_CLIENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+
+
+def request_id(given: str | None) -> str:
+    """The id of one inference request: the client's ``X-Request-Id`` when valid (1 to 128 characters of
+    ``A-Z a-z 0-9 . _ : -``, the first alphanumeric), else a new one (32 hex digits: 16 random per
+    process, then a counter)."""
+    if given and _CLIENT_ID.fullmatch(given):
+        return given
+    return f"{_ids.prefix}{next(_ids.counter):016x}"
+
+
+class _Ids:
+    """Generated request ids: a random prefix per process and a counter (unique without a system call
+    per request, which would hand the GIL to other threads on the hot path)."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.prefix = os.urandom(8).hex()
+        self.counter = itertools.count()
+
+
+_ids = _Ids()
+os.register_at_fork(after_in_child=_ids.reset)
 
 
 def version_ref(model: str, ref: str | None) -> str | None:
@@ -112,29 +150,33 @@ class InferenceHandler:
     ) -> tuple[int, Headers, bytes]:
         """Answer one inference request, errors included, and report it to the data plane's observers."""
         started = time.perf_counter()
+        rid = request_id(headers.get(REQUEST_ID))
         prediction: Prediction | None = None
         error: str | None = None
+        failed: int | None = None  # the version that refused or failed the request
         try:
             request, prediction = await self.predict(model, version, await read_body(), headers)
             out_headers, payload = encode(model, request, prediction)
             status = 200
         except ModelportError as exc:
             status, out_headers, payload = V2.errors.answer(status_of(exc), exc)
-            error = exc.code
+            error, failed = exc.code, exc.version
         except Exception:
             log.exception("unhandled error on inference for %s", model)
             status, out_headers, payload = V2.errors.answer(500, ModelportError("internal server error"))
             error = "internal"
+        out_headers.append((_REQUEST_ID, rid.encode()))
         self.dataplane.observers.notify(
             InferenceEvent(
                 model=model if status != 404 else "",  # unknown names must not grow label sets
-                version=prediction.version.version if prediction else None,
+                version=prediction.version.version if prediction else failed,
                 surface="v2",
                 status=status,
                 duration=time.perf_counter() - started,
                 error=error,
                 inputs=prediction.inputs if prediction else {},
                 outputs=prediction.outputs if prediction else {},
+                request_id=rid,
             )
         )
         return status, out_headers, payload
@@ -213,6 +255,10 @@ class InferenceFastPath:
     async def _too_large_headers(self, scope: dict[str, Any], send: Any) -> None:
         error = HTTPError(431, f"request headers exceed {self.max_header_bytes} bytes")
         status, headers, payload = self.errors_for(scope).answer(431, error)
+        path = scope["path"]
+        if INFER_PATH.match(path) or path in OPENAI_INFER_PATHS:  # an inference answer: it has its id
+            given = next((v for k, v in scope["headers"] if k == _REQUEST_ID), b"")
+            headers.append((_REQUEST_ID, request_id(given.decode("latin-1")).encode()))
         headers.append((b"content-length", str(len(payload)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})

@@ -2,8 +2,10 @@
 
 Thin: authorise (a Bearer key with the ``infer`` scope, within its model limits), decode
 (``protocol/openai.py``), call the data plane, encode. Each answer names the version that served it
-(``model`` is ``name:version``, and the ``X-Model-Version`` header). Each request is reported to the data
-plane's observers when its answer ends, a streamed one when its stream does.
+(``model`` is ``name:version``, and the ``X-Model-Version`` header). Each inference answer, an error too,
+carries ``X-Request-Id`` (the client's own when valid, else a new one; see ``api.inference.request_id``).
+Each request is reported to the data plane's observers when its answer ends, a streamed one when its
+stream does.
 
 A generation's token streams are cancelled however the request ends (answered, failed, timed out, the
 client gone): that is what frees their sequences' slots at once. A generation is bounded by the data
@@ -20,7 +22,7 @@ import statistics
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from fastapi import FastAPI, Request
 from starlette.responses import Response, StreamingResponse
@@ -28,13 +30,13 @@ from starlette.types import Receive, Scope, Send
 
 from modelport.api.auth import Authenticator
 from modelport.api.errors import status_of
-from modelport.api.inference import read_body, version_ref
+from modelport.api.inference import REQUEST_ID, read_body, request_id, version_ref
 from modelport.api.openapi import REF, errors
 from modelport.api.surfaces import OPENAI
 from modelport.errors import ModelportError, NotFound, RequestTimeout
 from modelport.protocol import openai as wire
 from modelport.registry import ModelRecord, VersionRecord
-from modelport.runtimes.base import Task
+from modelport.runtimes.base import Task, Tensors, text_array
 from modelport.runtimes.streams import Delta, Sampling, TokenStream
 from modelport.security.keys import Scope as KeyScope
 from modelport.serving.dataplane import DataPlane
@@ -118,8 +120,10 @@ def build_app(dataplane: DataPlane, auth: Authenticator, max_body: int) -> FastA
     return app
 
 
-def _json(payload: bytes, version: VersionRecord | None = None) -> Response:
-    headers = {"x-model-version": str(version.version)} if version is not None else None
+def _json(payload: bytes, version: VersionRecord | None = None, rid: str | None = None) -> Response:
+    headers = {"x-model-version": str(version.version)} if version is not None else {}
+    if rid is not None:
+        headers[REQUEST_ID] = rid
     return Response(payload, media_type="application/json", headers=headers)
 
 
@@ -127,12 +131,15 @@ def _json(payload: bytes, version: VersionRecord | None = None) -> Response:
 class Call:
     """One request, as its observers hear of it."""
 
+    request_id: str
     started: float = field(default_factory=time.perf_counter)
     model: str = ""  # the model's name once the data plane is asked (unknown names stay "")
     version: int | None = None
     prompt_tokens: int = 0  # of an embeddings request (a generation's are its streams')
     streams: Sequence[TokenStream] = ()
     reported: bool = False  # observers hear of a request once, however it ends
+    inputs: Tensors = field(default_factory=dict)  # an embeddings request's texts and vectors, named as
+    outputs: Tensors = field(default_factory=dict)  # by V2, for the prediction log and drift
 
     @property
     def tokens_in(self) -> int:
@@ -184,23 +191,26 @@ class OpenAIRoutes:
         return body, name, version_ref(name, ref)
 
     async def embeddings(self, request: Request) -> Response:
-        call = Call()
+        call = Call(request_id(request.headers.get(REQUEST_ID)))
         try:
             body, name, ref = await self._begin(request, wire.EmbeddingRequest, {})
             texts = wire.texts_to_embed(body)
             call.model = name
             result = await self.dataplane.embed(name, ref, texts)
             call.version, call.prompt_tokens = result.version.version, sum(result.tokens)
+            call.outputs = {"embedding": result.vectors}
+            if all(isinstance(t, str) for t in texts):  # token ids are logged as their vectors only
+                call.inputs = {"text": text_array(cast(list[str], texts))}
             vectors = wire.fit_dimensions(result.vectors, body.dimensions, result.resizable)
             served = f"{name}:{result.version.version}"
             payload = wire.embedding_list(served, vectors, body.encoding_format, call.prompt_tokens)
         except Exception as exc:
             return self._failed(call, exc)
         self._report(call, 200)
-        return _json(payload, result.version)
+        return _json(payload, result.version, call.request_id)
 
     async def generate(self, request: Request, chat: bool) -> Response:
-        call = Call()
+        call = Call(request_id(request.headers.get(REQUEST_ID)))
         streams: list[TokenStream] = []
         events = Events(streams)
         streaming = False
@@ -230,7 +240,8 @@ class OpenAIRoutes:
                     events.close()
                     self._report(call, CLIENT_GONE, "client_disconnected")
 
-                return EventStream(sse, {"x-model-version": str(version.version)}, gone)
+                headers = {"x-model-version": str(version.version), REQUEST_ID: call.request_id}
+                return EventStream(sse, headers, gone)
             texts = await _within(request, deadline, events.texts())
             used = wire.usage(call.tokens_in, _completion_tokens(streams))
             payload = answer.whole(texts, [s.finish_reason for s in streams], used)
@@ -240,7 +251,7 @@ class OpenAIRoutes:
             if not streaming:
                 events.close()
         self._report(call, 200)
-        return _json(payload, version)
+        return _json(payload, version, call.request_id)
 
     async def _start(
         self, name: str, ref: str | None, prompts: list[Any], sampling: Sampling, streams: list[TokenStream]
@@ -298,7 +309,9 @@ class OpenAIRoutes:
         error = _as_error(exc)
         status = status_of(error)
         self._report(call, status, error.code)
-        return OPENAI.errors.response(status, error)
+        response = OPENAI.errors.response(status, error)
+        response.headers[REQUEST_ID] = call.request_id
+        return response
 
     def _report(self, call: Call, status: int, error: str | None = None) -> None:
         if call.reported:
@@ -323,6 +336,9 @@ class OpenAIRoutes:
                 completion_tokens=_completion_tokens(streams),
                 first_token=min(firsts) - call.started if firsts else None,
                 per_token=statistics.fmean(per_token) if per_token else None,
+                request_id=call.request_id,
+                inputs=call.inputs,
+                outputs=call.outputs,
             )
         )
 

@@ -5,7 +5,8 @@ sub-app from ``Surface.app()`` (which installs that encoder as the sub-app's onl
 routes that depend on the surface's own auth, and ``RootApp.mount_surface`` mounts it. A surface is one
 line here, one body function in ``api/errors.py`` and one mounted sub-app: V2 (``api/v2.py``), management
 (``api/management``), OpenAI (``/v1``, ``{"error": {"message", "type", "param", "code"}}``,
-``api/openai.py``); the dashboard (``/ui``) will be one more.
+``api/openai.py``). The dashboard (``/ui``, ``modelport/ui``) is HTML, not a surface: a plain mount
+beside them.
 
 The root app keeps what belongs to no surface (``/metrics``, ``/docs``, ``/openapi.json``) and serves one
 OpenAPI document: the sub-apps' documents merged under their prefixes, each documenting its own error

@@ -28,6 +28,7 @@ from modelport.cli.common import (
 from modelport.cli.datasets import datasets_app
 from modelport.cli.jobs import jobs_app
 from modelport.cli.models import models_app
+from modelport.cli.monitor import monitor
 from modelport.cli.serve import serve
 from modelport.cli.training import train
 
@@ -44,6 +45,7 @@ app.add_typer(jobs_app, name="jobs")
 app.command()(serve)
 app.command()(train)
 app.command()(audit)
+app.command()(monitor)
 
 DATA_HELP = "give JSON rows such as '[[5.1, 3.5, 1.4, 0.2]]', or @file.json"
 

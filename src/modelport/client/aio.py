@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import aclosing, asynccontextmanager
 from pathlib import Path
 from types import TracebackType
@@ -272,14 +272,57 @@ class AsyncClient(BaseClient[httpx.AsyncClient, httpx.AsyncBaseTransport]):
         finally:
             await response.aclose()
 
+    # ---- monitoring ---------------------------------------------------------------------------
+    async def monitoring(self, name: str, window: str | int = "1h") -> JSONObject:
+        return await self._send(calls.monitoring(name, window))
+
+    async def monitoring_config(self, name: str) -> JSONObject:
+        return await self._send(calls.monitoring_config(name))
+
+    async def configure_monitoring(
+        self, name: str, *, sample_rate: float, reference_rows: int = 0
+    ) -> JSONObject:
+        return await self._send(calls.configure_monitoring(name, sample_rate, reference_rows))
+
+    async def predictions(self, name: str, **filters: Any) -> JSONObject:
+        return await self._send(calls.predictions(name, filters))
+
+    async def feedback(self, name: str, items: list[Mapping[str, Any]]) -> JSONObject:
+        return await self._send(calls.feedback(name, items))
+
+    async def set_reference(
+        self,
+        name: str,
+        version: int,
+        dataset: str,
+        *,
+        features: list[str] | None = None,
+        target: str | None = None,
+    ) -> JSONObject:
+        return await self._send(calls.set_reference(name, version, dataset, features, target))
+
+    async def list_alerts(self, name: str) -> list[JSONObject]:
+        return await self._send(calls.list_alerts(name))
+
+    async def create_alert(self, name: str, **rule: Any) -> JSONObject:
+        return await self._send(calls.create_alert(name, rule))
+
+    async def delete_alert(self, name: str, rule_id: int) -> None:
+        await self._send(calls.delete_alert(name, rule_id))
+
     # ---- inference ----------------------------------------------------------------------------
     async def metadata(self, name: str, version: str | int | None = None) -> JSONObject:
         return await self._send(calls.metadata(name, version))
 
     async def infer(
-        self, name: str, inputs: dict[str, Any], *, version: str | int | None = None
+        self,
+        name: str,
+        inputs: dict[str, Any],
+        *,
+        version: str | int | None = None,
+        request_id: str | None = None,
     ) -> tuple[Outputs, str]:
-        return await self._send(calls.infer(name, inputs, version))
+        return await self._send(calls.infer(name, inputs, version, request_id))
 
 
 @asynccontextmanager

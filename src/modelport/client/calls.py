@@ -346,14 +346,62 @@ def job_events(job_id: int, after: int, follow: bool = True) -> Call[None]:
     return Call("GET", f"{_job(job_id)}/events", _nothing, params=params, headers=headers)
 
 
+# ---- monitoring ---------------------------------------------------------------------------------
+def monitoring(name: str, window: str | int) -> Call[JSONObject]:
+    """The monitoring report over ``window`` (seconds, or ``15m``, ``1h``, ``7d``)."""
+    return Call("GET", f"{_model(name)}/monitoring", _object, params={"window": str(window)})
+
+
+def monitoring_config(name: str) -> Call[JSONObject]:
+    return Call("GET", f"{_model(name)}/monitoring/config", _object)
+
+
+def configure_monitoring(name: str, sample_rate: float, reference_rows: int) -> Call[JSONObject]:
+    body = {"sample_rate": sample_rate, "reference_rows": reference_rows}
+    return Call("PUT", f"{_model(name)}/monitoring/config", _object, json=body)
+
+
+def predictions(name: str, filters: Mapping[str, Any]) -> Call[JSONObject]:
+    """A page of the prediction log; filters: ``version``, ``since``, ``until``, ``cursor``, ``limit``."""
+    return Call("GET", f"{_model(name)}/predictions", _object, params=_given(filters))
+
+
+def feedback(name: str, items: list[Mapping[str, Any]]) -> Call[JSONObject]:
+    return Call("POST", f"{_model(name)}/feedback", _object, json=[dict(i) for i in items])
+
+
+def set_reference(
+    name: str, version: int, dataset: str, features: list[str] | None, target: str | None
+) -> Call[JSONObject]:
+    body = _given({"dataset": dataset, "features": features, "target": target})
+    return Call("PUT", f"{_model(name)}/versions/{version}/reference", _object, json=body)
+
+
+def list_alerts(name: str) -> Call[list[JSONObject]]:
+    return Call("GET", f"{_model(name)}/alerts", _objects)
+
+
+def create_alert(name: str, rule: Mapping[str, Any]) -> Call[JSONObject]:
+    return Call("POST", f"{_model(name)}/alerts", _object, json=_given(rule))
+
+
+def delete_alert(name: str, rule_id: int) -> Call[None]:
+    return Call("DELETE", f"{_model(name)}/alerts/{rule_id}", _nothing)
+
+
 # ---- inference ----------------------------------------------------------------------------------
 def metadata(name: str, version: str | int | None = None) -> Call[JSONObject]:
     return Call("GET", _v2(name, version), _object)
 
 
-def infer(name: str, inputs: dict[str, Any], version: str | int | None = None) -> Call[tuple[Outputs, str]]:
-    """One V2 inference with JSON tensors; the answer is the outputs and the version that served them."""
-    return Call("POST", _v2(name, version) + "/infer", _infer_result, json={"inputs": encode_inputs(inputs)})
+def infer(
+    name: str, inputs: dict[str, Any], version: str | int | None = None, request_id: str | None = None
+) -> Call[tuple[Outputs, str]]:
+    """One V2 inference with JSON tensors; the answer is the outputs and the version that served them.
+    ``request_id`` is sent as ``X-Request-Id`` (what feedback names the request by)."""
+    headers = {"X-Request-Id": request_id} if request_id else {}
+    body = {"inputs": encode_inputs(inputs)}
+    return Call("POST", _v2(name, version) + "/infer", _infer_result, json=body, headers=headers)
 
 
 def encode_inputs(inputs: dict[str, Any]) -> list[JSONObject]:

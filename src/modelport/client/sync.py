@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
 from pathlib import Path
 from types import TracebackType
@@ -315,13 +315,66 @@ class Client(BaseClient[httpx.Client, httpx.BaseTransport]):
         finally:
             response.close()
 
+    # ---- monitoring ---------------------------------------------------------------------------
+    def monitoring(self, name: str, window: str | int = "1h") -> JSONObject:
+        """Per version traffic, errors, latency, a time series, live quality, drift and the alerts over
+        ``window`` (seconds, or ``15m``, ``1h``, ``7d``)."""
+        return self._send(calls.monitoring(name, window))
+
+    def monitoring_config(self, name: str) -> JSONObject:
+        return self._send(calls.monitoring_config(name))
+
+    def configure_monitoring(self, name: str, *, sample_rate: float, reference_rows: int = 0) -> JSONObject:
+        """Log ``sample_rate`` of the model's answered requests (0: off); ``reference_rows``: a version
+        with no reference profile gets one from that many first logged predictions."""
+        return self._send(calls.configure_monitoring(name, sample_rate, reference_rows))
+
+    def predictions(self, name: str, **filters: Any) -> JSONObject:
+        """A page of logged predictions, newest first: ``{"predictions", "next"}``; filters: ``version``,
+        ``since``, ``until`` (ISO 8601 or epoch seconds), ``cursor`` (the previous page's ``next``),
+        ``limit``."""
+        return self._send(calls.predictions(name, filters))
+
+    def feedback(self, name: str, items: list[Mapping[str, Any]]) -> JSONObject:
+        """Outcomes of answered requests: ``[{"request_id", "label"}]`` or ``[{"request_id", "value"}]``."""
+        return self._send(calls.feedback(name, items))
+
+    def set_reference(
+        self,
+        name: str,
+        version: int,
+        dataset: str,
+        *,
+        features: list[str] | None = None,
+        target: str | None = None,
+    ) -> JSONObject:
+        """Profile ``dataset`` as the version's reference for drift."""
+        return self._send(calls.set_reference(name, version, dataset, features, target))
+
+    def list_alerts(self, name: str) -> list[JSONObject]:
+        return self._send(calls.list_alerts(name))
+
+    def create_alert(self, name: str, **rule: Any) -> JSONObject:
+        """``kind`` (p99, error_rate, drift, accuracy), ``threshold``, ``window``, optionally ``version``,
+        ``webhook_url`` and ``webhook_secret``."""
+        return self._send(calls.create_alert(name, rule))
+
+    def delete_alert(self, name: str, rule_id: int) -> None:
+        self._send(calls.delete_alert(name, rule_id))
+
     # ---- inference ----------------------------------------------------------------------------
     def metadata(self, name: str, version: str | int | None = None) -> JSONObject:
         """V2 model metadata (inputs, outputs) of the version that ``version`` (a number or alias) names."""
         return self._send(calls.metadata(name, version))
 
     def infer(
-        self, name: str, inputs: dict[str, Any], *, version: str | int | None = None
+        self,
+        name: str,
+        inputs: dict[str, Any],
+        *,
+        version: str | int | None = None,
+        request_id: str | None = None,
     ) -> tuple[Outputs, str]:
-        """Run one V2 inference with JSON tensors; returns the outputs and the version that served them."""
-        return self._send(calls.infer(name, inputs, version))
+        """Run one V2 inference with JSON tensors; returns the outputs and the version that served them.
+        ``request_id`` (sent as ``X-Request-Id``) is what ``feedback`` names the request by."""
+        return self._send(calls.infer(name, inputs, version, request_id))

@@ -5,9 +5,10 @@ version's lineage uses it). Files live in the artifact store by sha256, like mod
 from __future__ import annotations
 
 import importlib.util
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelport.datasets.bundled import BUNDLED, PREFIX, bundled_info, is_bundled
 from modelport.datasets.reading import inspect
@@ -17,6 +18,9 @@ from modelport.registry import Registry
 from modelport.registry.datasets import DatasetVersionRecord
 from modelport.repository import Upload, storage_errors
 from modelport.storage.base import ArtifactStore
+
+if TYPE_CHECKING:
+    import pyarrow
 
 
 @dataclass(frozen=True)
@@ -139,6 +143,18 @@ class DatasetService:
         path = directory / f"data.{dataset.format}"
         self.store.fetch(dataset.sha256, path)
         return {"path": str(path), "format": dataset.format}
+
+    def table(self, dataset: ResolvedDataset) -> pyarrow.Table:
+        """The dataset's rows, read here (a reference profile for monitoring)."""
+        if dataset.sha256 is None:
+            from modelport.datasets.bundled import bundled_table
+
+            return bundled_table(dataset.name.removeprefix(PREFIX))
+        from modelport.datasets.reading import read_table
+
+        with tempfile.TemporaryDirectory(dir=self.scratch) as directory:
+            where = self.materialise(dataset, Path(directory))
+            return read_table(Path(where["path"]), dataset.format)
 
     def delete(self, name: str, version: int | None, *, by: str) -> None:
         if is_bundled(name):

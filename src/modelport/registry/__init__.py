@@ -2,14 +2,16 @@
 
 ``registry.models`` (models and versions), ``registry.aliases``, ``registry.keys``, ``registry.audit``,
 ``registry.changes`` (the change feed serving follows), ``registry.blobs`` (blob references and the
-publish/collect exclusion), ``registry.datasets`` and ``registry.jobs`` (the training queue). Rollouts get
-a repository of their own the same way.
+publish/collect exclusion), ``registry.datasets`` and ``registry.jobs`` (the training queue),
+``registry.monitoring`` (monitoring settings, reference profiles, serving statistics, feedback) and
+``registry.alerts`` (alert rules, the webhook outbox). Rollouts get a repository of their own the same way.
 """
 
 from __future__ import annotations
 
 from sqlalchemy import Engine
 
+from modelport.registry.alerts import Alerts
 from modelport.registry.aliases import Aliases
 from modelport.registry.audit import AuditLog
 from modelport.registry.blobs import BlobReferences
@@ -19,6 +21,7 @@ from modelport.registry.db import Database
 from modelport.registry.jobs import Jobs
 from modelport.registry.keys import Keys
 from modelport.registry.models import ModelVersions
+from modelport.registry.monitoring import Monitoring
 from modelport.registry.records import (
     AliasRecord,
     AuditRecord,
@@ -30,6 +33,7 @@ from modelport.registry.records import (
     VersionRecord,
     VersionState,
 )
+from modelport.registry.sessions import Sessions
 
 
 class Registry:
@@ -44,6 +48,9 @@ class Registry:
         self.blobs = BlobReferences(self.db)
         self.datasets = Datasets(self.db)
         self.jobs = Jobs(self.db)
+        self.monitoring = Monitoring(self.db)
+        self.alerts = Alerts(self.db)
+        self.sessions = Sessions(self.db)
 
 
 __all__ = [

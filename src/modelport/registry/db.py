@@ -6,11 +6,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import CursorResult, Engine, Result, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -65,3 +65,8 @@ class Database:
     def tx(self) -> Iterator[Session]:
         with self._sessions.begin() as session:
             yield session
+
+
+def changed(result: Result[Any]) -> int:
+    """Rows an UPDATE or DELETE touched."""
+    return cast(CursorResult[Any], result).rowcount

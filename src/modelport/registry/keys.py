@@ -51,25 +51,25 @@ class Keys:
                 s.add(row)
                 s.flush()
                 announce(s, ChangeKind.KEY_CHANGED)
-                return _key(row)
+                return key_record(row)
         except sa_exc.IntegrityError:
             raise Conflict(f"key {name!r} already exists", field="name") from None
 
     def find_by_hash(self, key_hash: str) -> KeyRecord | None:
         with self.db.tx() as s:
             row = s.scalar(select(ApiKeyRow).where(ApiKeyRow.key_hash == key_hash))
-            return _key(row) if row else None
+            return key_record(row) if row else None
 
     def all(self) -> list[KeyRecord]:
         with self.db.tx() as s:
-            return [_key(r) for r in s.scalars(select(ApiKeyRow).order_by(ApiKeyRow.id))]
+            return [key_record(r) for r in s.scalars(select(ApiKeyRow).order_by(ApiKeyRow.id))]
 
     def active_admins(self) -> list[KeyRecord]:
         """Keys that can manage keys now: not revoked, not expired, with the admin scope."""
         now = utcnow()
         with self.db.tx() as s:
             rows = s.scalars(select(ApiKeyRow).where(ApiKeyRow.revoked_at.is_(None)).order_by(ApiKeyRow.id))
-            return [_key(r) for r in rows if _active_admin(r, now)]
+            return [key_record(r) for r in rows if _active_admin(r, now)]
 
     def revoke(self, name: str, *, allow_last_admin: bool = False) -> KeyRecord:
         """Revoke a key (again: a no-op). The last active admin key is kept unless ``allow_last_admin``."""
@@ -98,7 +98,7 @@ class Keys:
             row.revoked_at = row.revoked_at or now
             s.flush()
             announce(s, ChangeKind.KEY_CHANGED)
-            return _key(row)
+            return key_record(row)
 
 
 def _active_admin(row: ApiKeyRow, now: datetime) -> bool:
@@ -109,7 +109,7 @@ def _active_admin(row: ApiKeyRow, now: datetime) -> bool:
     )
 
 
-def _key(row: ApiKeyRow) -> KeyRecord:
+def key_record(row: ApiKeyRow) -> KeyRecord:
     return KeyRecord(
         row.id,
         row.name,

@@ -214,3 +214,108 @@ class JobEventRow(Base):
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     kind: Mapped[str] = mapped_column(String(16), nullable=False)
     data: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+
+
+class MonitoringConfigRow(Base):
+    """A model's monitoring settings: the prediction log's sample rate (0: off, the default) and how many
+    logged predictions make a version's reference profile when it has none (0: never)."""
+
+    __tablename__ = "model_monitoring"
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), primary_key=True)
+    sample_rate: Mapped[float] = mapped_column(Float, nullable=False)
+    reference_rows: Mapped[int] = mapped_column(Integer, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    updated_by: Mapped[str] = mapped_column(String(128), nullable=False)
+
+
+class VersionProfileRow(Base):
+    """A version's reference profile of its inputs (and outputs) for drift, when it does not come from
+    its training job (that one is in the version's metadata): from a dataset or its first predictions."""
+
+    __tablename__ = "version_profiles"
+    version_id: Mapped[int] = mapped_column(ForeignKey("versions.id", ondelete="CASCADE"), primary_key=True)
+    source: Mapped[str] = mapped_column(String(140), nullable=False)
+    profile: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class ServingStatsRow(Base):
+    """Requests, errors and a latency histogram of one version over one time bucket, as one process
+    (``origin``) counted them: the windows of the monitoring API add up every process and host."""
+
+    __tablename__ = "serving_stats"
+    __table_args__ = (
+        UniqueConstraint("model_id", "version", "bucket", "origin", name="uq_serving_stats_bucket"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), nullable=False)
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+    bucket: Mapped[int] = mapped_column(BigInteger, nullable=False, index=True)  # epoch seconds of its start
+    origin: Mapped[str] = mapped_column(String(64), nullable=False)
+    requests: Mapped[int] = mapped_column(Integer, nullable=False)
+    errors: Mapped[int] = mapped_column(Integer, nullable=False)
+    latency_sum: Mapped[float] = mapped_column(Float, nullable=False)
+    latency_counts: Mapped[list[int]] = mapped_column(JSON, nullable=False)  # per monitoring.windows bucket
+
+
+class FeedbackRow(Base):
+    """An outcome for one answered request (its ``X-Request-Id``): a label or a value; the latest wins."""
+
+    __tablename__ = "feedback"
+    __table_args__ = (UniqueConstraint("model_id", "request_id", name="uq_feedback_request"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), nullable=False)
+    request_id: Mapped[str] = mapped_column(String(128), nullable=False)
+    label: Mapped[str | None] = mapped_column(String(256))
+    value: Mapped[float | None] = mapped_column(Float)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, index=True)
+
+
+class AlertRuleRow(Base):
+    """A rule evaluated in the background. ``state`` changes only by compare-and-set, so each firing or
+    clearing is recorded (audit, webhook) once however many processes evaluate it."""
+
+    __tablename__ = "alert_rules"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), nullable=False)
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)
+    threshold: Mapped[float] = mapped_column(Float, nullable=False)
+    window_seconds: Mapped[int] = mapped_column(Integer, nullable=False)
+    version_ref: Mapped[str | None] = mapped_column(String(63))  # an alias or number; None: the default route
+    webhook_url: Mapped[str | None] = mapped_column(String(2048))
+    webhook_secret: Mapped[str | None] = mapped_column(String(256))
+    state: Mapped[str] = mapped_column(String(8), nullable=False)
+    value: Mapped[float | None] = mapped_column(Float)
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    changed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    evaluated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    created_by: Mapped[str] = mapped_column(String(128), nullable=False)
+
+
+class WebhookDeliveryRow(Base):
+    """An alert notification to POST: kept until delivered or out of attempts, so none is lost on a
+    restart; ``next_at`` is also the claim (moved forward by whoever sends it)."""
+
+    __tablename__ = "webhook_deliveries"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    url: Mapped[str] = mapped_column(String(2048), nullable=False)
+    secret: Mapped[str | None] = mapped_column(String(256))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False)
+    next_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)  # None: done
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class UiSessionRow(Base):
+    """A dashboard sign-in: the cookie holds a random token, this row its sha256, the key it signed in
+    with (its scopes and models apply) and the CSRF token of its forms."""
+
+    __tablename__ = "ui_sessions"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"), nullable=False)
+    csrf: Mapped[str] = mapped_column(String(64), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, index=True)

@@ -83,6 +83,11 @@ class Principal:
 ANONYMOUS_ADMIN = Principal("anonymous", frozenset({Scope.ADMIN.value}))
 
 
+def principal_of(record: KeyRecord) -> Principal:
+    """Who a key's holder is: its name, scopes, expiry, model glob and rate limit."""
+    return Principal(record.name, record.scopes, record.expires_at, record.models, record.rate_limit)
+
+
 class KeyService:
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
@@ -141,7 +146,7 @@ class KeyService:
         record = self.registry.keys.find_by_hash(hash_key(secret))
         if record is None or record.revoked_at is not None:
             raise Unauthenticated("invalid or revoked API key")
-        who = Principal(record.name, record.scopes, record.expires_at, record.models, record.rate_limit)
+        who = principal_of(record)
         if who.expired():
             raise Unauthenticated("this API key has expired")
         return who

@@ -13,6 +13,10 @@ per token, or elements for numeric inputs). The oldest request always goes first
 filled with the requests closest to it in length, so one long text does not pad a hundred short ones.
 
 DirectScheduler: for runtimes that must not be batched; each request is its own call, several at once.
+
+Both report to their ``Meters`` (the version's metric children, looked up once): rows per predict call,
+each request's wait from submission to its batch's start, each predict call's time, and, where the
+metrics cannot read them when scraped (``--workers``), the requests queued and in flight as they change.
 """
 
 from __future__ import annotations
@@ -32,6 +36,21 @@ from modelport.errors import InvalidInput, Overloaded, RequestTimeout
 from modelport.runtimes.base import Tensors
 
 Predict = Callable[[Tensors, Sequence[str] | None], Tensors]
+
+
+def _ignore(value: float) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Meters:
+    """What a scheduler reports for the metrics; each one a bound histogram child, cheap to call."""
+
+    rows: Callable[[float], None] = _ignore  # rows per predict call
+    waited: Callable[[float], None] = _ignore  # per request: seconds from submission to its batch's start
+    computed: Callable[[float], None] = _ignore  # per predict call: seconds
+    # (queued, in flight) whenever either changes; None where the metrics read them when scraped
+    levels: Callable[[int, int], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -114,17 +133,35 @@ class _Inflight:
 
 
 class _Scheduler:
-    """What both schedulers share: the runtime's ``predict``, the executor, the policy, in-flight count."""
+    """What both schedulers share: the runtime's ``predict``, the executor, the policy, in-flight count,
+    the meters."""
 
-    def __init__(self, predict: Predict, executor: Executor, policy: BatchPolicy) -> None:
+    def __init__(
+        self, predict: Predict, executor: Executor, policy: BatchPolicy, meters: Meters | None = None
+    ) -> None:
         self._predict = predict
         self._executor = executor
         self.policy = policy
+        self.meters = meters or Meters()
+        self._levels = self.meters.levels
         self._inflight = _Inflight()
 
     @property
     def inflight(self) -> int:
         return self._inflight.count
+
+    @property
+    def queued(self) -> int:
+        """Requests waiting for their predict call to start."""
+        return 0
+
+    def _timed(self, inputs: Tensors, outputs: Sequence[str] | None) -> Tensors:
+        """``predict`` in the executor, its time measured."""
+        began = time.perf_counter()
+        try:
+            return self._predict(inputs, outputs)
+        finally:
+            self.meters.computed(time.perf_counter() - began)
 
     def wait_idle(self, timeout: float) -> bool:
         return self._inflight.wait_idle(timeout)
@@ -135,12 +172,16 @@ class _Scheduler:
     async def _answer(self, future: Awaitable[Tensors], timeout: float | None) -> Tensors:
         """Await one request's result, counted in flight meanwhile, bounded by ``timeout``."""
         self._inflight.enter()
+        if self._levels is not None:
+            self._levels(self.queued, self._inflight.count)
         try:
             return await asyncio.wait_for(future, timeout)
         except TimeoutError:
             raise RequestTimeout(f"inference did not finish within {timeout:g} s") from None
         finally:
             self._inflight.leave()
+            if self._levels is not None:
+                self._levels(self.queued, self._inflight.count)
 
 
 class Batcher(_Scheduler):
@@ -149,14 +190,17 @@ class Batcher(_Scheduler):
         predict: Predict,
         executor: Executor,
         policy: BatchPolicy,
-        on_batch: Callable[[int], None] | None = None,
+        meters: Meters | None = None,
     ) -> None:
-        super().__init__(predict, executor, policy)
-        self._on_batch = on_batch
+        super().__init__(predict, executor, policy, meters)
         self._queue: deque[_Pending] = deque()
         self._wakeup: asyncio.Event | None = None
         self._worker: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
 
     async def submit(
         self, inputs: Tensors, outputs: Sequence[str] | None = None, timeout: float | None = None
@@ -191,6 +235,8 @@ class Batcher(_Scheduler):
                 continue
             await self._gather()
             batch = self._take()
+            if self._levels is not None:
+                self._levels(len(self._queue), self._inflight.count)
             if batch:
                 await self._execute(batch)
 
@@ -238,8 +284,11 @@ class Batcher(_Scheduler):
     async def _execute(self, batch: list[_Pending]) -> None:
         loop = asyncio.get_running_loop()
         outputs = batch[0].outputs
-        if self._on_batch is not None:
-            self._on_batch(sum(p.rows for p in batch))
+        meters = self.meters
+        started = time.monotonic()
+        for p in batch:
+            meters.waited(started - p.enqueued)
+        meters.rows(sum(p.rows for p in batch))
         if len(batch) == 1:
             await self._run_one(batch[0])
             return
@@ -256,7 +305,7 @@ class Batcher(_Scheduler):
     async def _run_one(self, p: _Pending) -> None:
         try:
             result = await asyncio.get_running_loop().run_in_executor(
-                self._executor, self._predict, p.inputs, p.outputs
+                self._executor, self._timed, p.inputs, p.outputs
             )
         except Exception as exc:
             if not p.future.done():
@@ -268,7 +317,7 @@ class Batcher(_Scheduler):
     def _merged(self, batch: list[_Pending], outputs: tuple[str, ...] | None) -> list[Tensors]:
         names = batch[0].inputs.keys()
         merged = {n: np.concatenate([p.inputs[n] for p in batch]) for n in names}
-        result = self._predict(merged, outputs)
+        result = self._timed(merged, outputs)
         total = sum(p.rows for p in batch)
         if any(a.ndim == 0 or a.shape[0] != total for a in result.values()):
             raise ValueError("outputs are not per-row; the model cannot be batched")
@@ -282,6 +331,8 @@ class Batcher(_Scheduler):
             if not p.future.done():
                 p.future.set_exception(Overloaded("the model was unloaded"))
         self._queue.clear()
+        if self._levels is not None:
+            self._levels(0, self._inflight.count)
 
 
 class DirectScheduler(_Scheduler):
@@ -294,8 +345,18 @@ class DirectScheduler(_Scheduler):
         if self._inflight.count >= self.policy.max_queue:
             raise Overloaded("the model's request queue is full; retry shortly")
         wanted = tuple(outputs) if outputs is not None else None
-        call = asyncio.get_running_loop().run_in_executor(self._executor, self._predict, inputs, wanted)
+        call = asyncio.get_running_loop().run_in_executor(
+            self._executor, self._waited_call, time.monotonic(), inputs, wanted
+        )
         return await self._answer(call, timeout)
+
+    def _waited_call(self, submitted: float, inputs: Tensors, outputs: Sequence[str] | None) -> Tensors:
+        """In the executor: its wait for a thread is the request's queue wait; its rows, its batch."""
+        meters = self.meters
+        meters.waited(time.monotonic() - submitted)
+        first = next(iter(inputs.values()), None)
+        meters.rows(first.shape[0] if first is not None and first.ndim else 1)
+        return self._timed(inputs, outputs)
 
     def close(self) -> None:
         return None

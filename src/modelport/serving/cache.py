@@ -5,6 +5,10 @@ process holds) and GPU memory (what the runtime reports). A version is placed wh
 (``device``: auto, cpu, cuda, cuda:N) among the devices its runtime declares; ``auto`` takes a GPU when
 this server has GPU memory to give (see ``runtimes.devices``). A version that finds no room on its device
 is marked failed with the reason; the others keep serving.
+
+Metrics: each load's time and outcome, each eviction's reason (``memory``: to make room; ``deleted``,
+``unloaded``: the registry said so; ``replaced``: a copy loaded with new settings took its place), the
+memory charged, and a version's gauges, taken away when it leaves.
 """
 
 from __future__ import annotations
@@ -83,6 +87,17 @@ class ModelCache:
         return served
 
     def _load(self, record: VersionRecord) -> ServedVersion:
+        self.metrics.load_started(record.model)
+        began = time.perf_counter()
+        try:
+            served = self._load_timed(record)
+        except BaseException:
+            self.metrics.load_finished(record.model, record.version, None)
+            raise
+        self.metrics.load_finished(record.model, record.version, time.perf_counter() - began)
+        return served
+
+    def _load_timed(self, record: VersionRecord) -> ServedVersion:
         options = self.repository.options_for(record)
         on_gpu = is_cuda(options.device)
         # what the weights will take, as far as the artifact tells: on the GPU or on the host
@@ -140,19 +155,25 @@ class ModelCache:
         """Make the GPU free for one load that ran out of memory (their estimate was too low)."""
         keys = self._gpu_keys()
         for key in keys:
-            self.evict(*key)
+            self.evict(*key, reason="memory")
         return bool(keys)
 
     def _scheduler(self, loaded: LoadedVersion) -> Scheduler:
         """The runtime's declared batching decides what requests queue in."""
         batching, policy = loaded.capabilities.batching, self._policy(loaded)
-        if batching is Batching.OWN:
-            gauges = self.metrics.sequences(loaded.record.model, loaded.record.version)
+        model, version = loaded.record.model, loaded.record.version
+        if batching is Batching.OWN:  # its sequences running and waiting are its gauges
+            gauges = self.metrics.sequences(model, version)
             return cast(SchedulingRuntime, loaded.runtime).scheduler(self.executor, policy, gauges)
-        if batching is Batching.NONE:
-            return DirectScheduler(loaded.runtime.predict, self.executor, policy)
-        observe = self.metrics.batch_rows.labels(loaded.record.model).observe
-        return Batcher(loaded.runtime.predict, self.executor, policy, observe)
+        scheduler: Batcher | DirectScheduler
+        queue = batching is not Batching.NONE
+        meters = self.metrics.meters(model, version, queue=queue)
+        if queue:
+            scheduler = Batcher(loaded.runtime.predict, self.executor, policy, meters)
+        else:
+            scheduler = DirectScheduler(loaded.runtime.predict, self.executor, policy, meters)
+        self.metrics.watch(model, version, scheduler, queue=queue)
+        return scheduler
 
     def _policy(self, loaded: LoadedVersion) -> BatchPolicy:
         policy = self.policy_for(loaded.record)
@@ -185,6 +206,9 @@ class ModelCache:
             with self._guard:
                 if self._served.get(key) is served:
                     del self._served[key]
+                    self.metrics.retired(*key)
+        if not served.retired:
+            self.metrics.evicted("replaced")
         self._retire(served)
         release_memory()
         self._report()
@@ -208,14 +232,19 @@ class ModelCache:
                 if len(self._served) <= 1 and host == 0 and gpu == 0:
                     return  # the only loaded version stays, even when alone it is over budget
                 key = min(self._served, key=lambda k: self._served[k].last_used)
-            self.evict(*key)
+            self.evict(*key, reason="memory")
 
-    def evict(self, model: str, version: int | None = None) -> int:
-        """Take versions out of the cache; each is closed once its in-flight requests are done."""
+    def evict(self, model: str, version: int | None = None, reason: str | None = "unloaded") -> int:
+        """Take versions out of the cache; each is closed once its in-flight requests are done.
+        ``reason`` (memory, deleted, unloaded; None: not counted) is that of the eviction metric."""
         with self._guard:
             keys = [k for k in self._served if k[0] == model and (version is None or k[1] == version)]
             removed = [self._served.pop(k) for k in keys]
+            for key in keys:
+                self.metrics.retired(*key)
         for served in removed:
+            if reason is not None and not served.retired:
+                self.metrics.evicted(reason)
             self._retire(served)
         if removed:
             release_memory()
@@ -225,6 +254,7 @@ class ModelCache:
     def _report(self) -> None:
         self.metrics.loaded_versions.set(len(self._served))
         self.metrics.loaded_bytes.set(self.used())
+        self.metrics.gpu()  # what loading or evicting changed, in every process (not only the scraped one)
 
     @staticmethod
     def _retire(served: ServedVersion) -> None:
@@ -255,4 +285,4 @@ class ModelCache:
 
     def close(self) -> None:
         for model in {k[0] for k in list(self._served)}:
-            self.evict(model)
+            self.evict(model, reason=None)

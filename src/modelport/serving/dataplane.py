@@ -149,10 +149,15 @@ class DataPlane:
     ) -> Prediction:
         served = await self.served(model, ref, key)
         signature = served.loaded.signature
-        prepared = conform_inputs(signature, inputs, datatypes)
-        if outputs is not None:
-            signature.check_outputs(outputs)
-        result = await _translated(served, served.scheduler.submit(prepared, outputs, self._limit(timeout)))
+        try:
+            prepared = conform_inputs(signature, inputs, datatypes)
+            if outputs is not None:
+                signature.check_outputs(outputs)
+            work = served.scheduler.submit(prepared, outputs, self._limit(timeout))
+            result = await _translated(served, work)
+        except ModelportError as exc:
+            exc.version = served.record.version  # errors count against the version that answered them
+            raise
         return Prediction(served.record, prepared, result)
 
     def _limit(self, timeout: float | None) -> float:
@@ -286,12 +291,14 @@ class DataPlane:
         if any(c.kind is ChangeKind.KEY_CHANGED for c in changes):
             self._keys_changed()
         touched = {c.model for c in changes if c.model is not None}
-        evicted = [(c.model, c.version) for c in changes if c.kind in EVICTING and c.model is not None]
-        for model, _version in evicted:  # first: no new request may reach a version being evicted
+        evicted = [
+            (c.model, c.version, c.kind) for c in changes if c.kind in EVICTING and c.model is not None
+        ]
+        for model, _version, _kind in evicted:  # first: no new request may reach a version being evicted
             self.router.invalidate(model)
         self.router.refresh(touched, self.cache.get)  # new targets loaded before routes switch to them
-        for model, version in evicted:
-            self.cache.evict(model, version)
+        for model, version, kind in evicted:
+            self.cache.evict(model, version, "unloaded" if kind is ChangeKind.MODEL_UNLOADED else "deleted")
         for change in changes:
             if change.kind is ChangeKind.VERSION_CONFIG and change.model and change.version is not None:
                 try:
@@ -305,7 +312,7 @@ class DataPlane:
             try:
                 record = self.registry.models.get_version(model, version)
             except ModelportError:
-                self.cache.evict(model, version)
+                self.cache.evict(model, version, "deleted")
                 continue
             self.cache.reconfigure(record)
         self.router.refresh(None, self.cache.get)

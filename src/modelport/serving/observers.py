@@ -28,7 +28,7 @@ class InferenceEvent:
     error: str | None = None  # the error code of a refused or failed request
     inputs: Tensors = field(default_factory=dict)
     outputs: Tensors = field(default_factory=dict)
-    request_id: str | None = None
+    request_id: str | None = None  # the answer's X-Request-Id: the client's own (when valid) or a new one
     # generation and embedding requests
     prompt_tokens: int = 0
     completion_tokens: int = 0

@@ -1,4 +1,4 @@
-"""Management API under ``/api/v1``: models, versions, aliases, keys, audit, datasets, jobs.
+"""Management API under ``/api/v1``: models, versions, aliases, keys, audit, datasets, jobs, monitoring.
 
 The ``/api/v1`` surface: a sub-app with the management error shape (``{"error": {"code", "message",
 "field"?}}``) whose routes depend on ``GuardedAuth`` (Host/Origin allow-list, refusals audited).
@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 
 from modelport.api.auth import GuardedAuth
-from modelport.api.management import aliases, datasets, jobs, keys, models, versions
+from modelport.api.management import aliases, datasets, jobs, keys, models, monitoring, versions
 from modelport.api.management.context import Context
 from modelport.api.surfaces import MANAGEMENT
 from modelport.jobs.spec import JobSpec
@@ -29,9 +29,10 @@ def build_app(services: Services, auth: GuardedAuth) -> FastAPI:
         services.settings.max_upload_bytes,
         services.datasets,
         services.jobs,
+        services.monitoring,
     )
     app = MANAGEMENT.app()
-    for module in (models, versions, aliases, keys, datasets, jobs):
+    for module in (models, versions, aliases, keys, datasets, jobs, monitoring):
         app.include_router(module.build_router(ctx))
     app.doc_models.append(JobSpec)  # POST /jobs reads its body itself (to answer 422, not 400)
     return app

@@ -10,13 +10,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from modelport.api.headers import declared_over
-from modelport.api.management.context import Context
+from modelport.api.management.context import Context, require_dataset
 from modelport.api.management.routing import management_router
 from modelport.api.management.training_schemas import DatasetOut, DatasetSummaryOut, DatasetVersionOut
 from modelport.api.management.versions import receive_artifact
 from modelport.api.openapi import errors
 from modelport.datasets.bundled import is_bundled
-from modelport.errors import NotFound, PayloadTooLarge
+from modelport.errors import PayloadTooLarge
 from modelport.limits import MAX_VERSION
 from modelport.names import check_name
 from modelport.security.keys import Principal, Scope
@@ -38,13 +38,6 @@ DATASET_BODY = {
     }
 }
 DatasetName = Annotated[str, Path(max_length=140, description="a name, or sklearn:<name> for a bundled one")]
-
-
-def require_dataset(who: Principal, ref: str) -> None:
-    """A key limited to some models (``fraud-*``) reaches only datasets whose names match the same glob
-    (and the bundled ones): 404 for others, as if they did not exist. ``ref``: a name, ``name:3``."""
-    if not is_bundled(ref) and not who.can_access(ref.partition(":")[0]):
-        raise NotFound(f"dataset {ref!r} not found")
 
 
 DatasetVersion = Annotated[int, Path(ge=1, le=MAX_VERSION)]

@@ -14,8 +14,7 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import StreamingResponse
 
-from modelport.api.management.context import Context
-from modelport.api.management.datasets import require_dataset
+from modelport.api.management.context import Context, require_dataset
 from modelport.api.management.routing import management_router
 from modelport.api.management.training_schemas import EstimatorOut, JobEventOut, JobOut
 from modelport.api.openapi import errors

@@ -65,6 +65,7 @@ def build_router(ctx: Context) -> APIRouter:
     def delete_model(who: Writer, model: Model) -> Response:
         ctx.repository.delete_model(model, by=who.name)
         ctx.dataplane.reconcile()
+        ctx.monitoring.forget(model)
         return Response(status_code=204)
 
     return router

@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from modelport.api.headers import declared_over
-from modelport.api.management.context import Context, Model
+from modelport.api.management.context import Context, Model, require_dataset
 from modelport.api.management.multipart import SingleFileParts, boundary_of, is_multipart
 from modelport.api.management.routing import management_router
 from modelport.api.management.schemas import (
@@ -28,7 +28,7 @@ from modelport.api.management.schemas import (
 from modelport.api.openapi import errors
 from modelport.errors import InvalidInput, PayloadTooLarge
 from modelport.limits import BATCH_DELAY_LIMIT_MS, BATCH_SIZE_LIMIT, BATCH_TOKENS_LIMIT, QUEUE_LIMIT
-from modelport.registry import VersionRecord
+from modelport.registry import VersionRecord, VersionState
 from modelport.repository import Upload
 from modelport.security.keys import Principal, Scope
 
@@ -107,6 +107,13 @@ def build_router(ctx: Context) -> APIRouter:
             str | None,
             Query(max_length=4096, description='runtime settings as a JSON object, e.g. {"normalize": true}'),
         ] = None,
+        reference_dataset: Annotated[
+            str | None,
+            Query(max_length=140, description="a dataset profiled as the version's reference for drift"),
+        ] = None,
+        reference_target: Annotated[
+            str | None, Query(max_length=256, description="its column that the predictions are compared with")
+        ] = None,
     ) -> PushedVersionOut:
         """Body: the artifact's bytes (``--data-binary @model.skops``), or ``multipart/form-data`` with
         exactly one file part (``-F file=@model.skops``, its file name used unless ``filename`` is
@@ -116,6 +123,9 @@ def build_router(ctx: Context) -> APIRouter:
         if declared_over(request.headers.get("content-length"), ctx.max_upload):
             raise PayloadTooLarge(f"artifact exceeds the upload limit of {ctx.max_upload} bytes")
         settings = runtime_settings(runtime)
+        if reference_dataset is not None:  # checked before the upload: a bad reference stores nothing
+            require_dataset(who, reference_dataset)
+            await run_in_threadpool(ctx.monitoring.check_reference, reference_dataset, reference_target)
         upload = ctx.repository.begin_upload()
         try:
             part_name = await receive_artifact(request, upload)
@@ -139,6 +149,13 @@ def build_router(ctx: Context) -> APIRouter:
                 model, upload, by=who.name, framework=framework, filename=name, config=config, task=task
             )
         )
+        if reference_dataset is not None and record.state is VersionState.READY:
+            await run_in_threadpool(
+                lambda: ctx.monitoring.reference_from_dataset(
+                    model, record.version, reference_dataset, features=None, target=reference_target,
+                    by=who.name,
+                )
+            )  # fmt: skip
         twins = await run_in_threadpool(same_bytes, record)
         return PushedVersionOut(**dict(VersionOut.of(record)), same_sha256_as=twins)
 
