@@ -28,7 +28,6 @@ import logging
 import math
 import os
 import random
-import re
 import secrets
 import shutil
 import threading
@@ -36,14 +35,20 @@ import time
 import uuid
 from collections import Counter, deque
 from collections.abc import Collection, Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import orjson
-
-from modelport.errors import InvalidInput, InvalidName
+from modelport.errors import InvalidInput
+from modelport.monitoring.rows import (
+    ENCODE_SLICE,
+    MODEL_NAME,
+    Logged,
+    Rows,
+    arrow_table,
+    check_name,
+    columns,
+    encode_tensors,
+)
 from modelport.monitoring.segments import (
     COLUMNS,
     EXPORT_FORMATS,
@@ -83,58 +88,8 @@ __all__ = [
 
 log = logging.getLogger("modelport.predlog")
 
-_NAME = re.compile(r"[a-z0-9][a-z0-9._-]*")
 _TEMP_PREFIX = ".tmp-"
 _LOCK_NAME = ".lock"
-_ORJSON = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
-
-
-class _Logged(NamedTuple):
-    """What the log keeps of an ``InferenceEvent`` until it is written."""
-
-    model: str
-    version: int | None
-    surface: str
-    duration: float
-    request_id: str | None
-    inputs: Mapping[str, Any]
-    outputs: Mapping[str, Any]
-
-
-ENCODE_SLICE = 128  # events encoded between two hand-overs of the GIL
-
-
-@dataclass
-class _Rows:
-    request_id: list[str] = field(default_factory=list)
-    time: list[float] = field(default_factory=list)
-    version: list[int] = field(default_factory=list)
-    surface: list[str] = field(default_factory=list)
-    latency: list[float] = field(default_factory=list)
-    inputs: list[bytes] = field(default_factory=list)
-    outputs: list[bytes] = field(default_factory=list)
-
-    def extend(self, other: _Rows) -> None:
-        for name in ("request_id", "time", "version", "surface", "latency", "inputs", "outputs"):
-            getattr(self, name).extend(getattr(other, name))
-
-
-def _columns(model: str, items: list[tuple[float, _Logged]]) -> _Rows:
-    """The rows of one model's events, column by column; raises if any event cannot be encoded."""
-    _check_name(model)
-    events = [event for _, event in items]
-    versions = [int(event.version) for event in events]  # type: ignore[arg-type]  # None raises
-    if not all(0 <= v < 2**31 for v in versions):
-        raise ValueError("a version out of range")
-    return _Rows(
-        request_id=[str(e.request_id) if e.request_id else uuid.uuid4().hex for e in events],
-        time=[at for at, _ in items],
-        version=versions,
-        surface=[str(e.surface) for e in events],
-        latency=[float(e.duration) for e in events],
-        inputs=encode_many([e.inputs for e in events]),
-        outputs=encode_many([e.outputs for e in events]),
-    )
 
 
 class PredictionLog:
@@ -164,7 +119,7 @@ class PredictionLog:
         self.flush_seconds = max(0.001, flush_seconds)
         self.max_buffered_rows = max_buffered_rows
         self._rates: dict[str, float] = {}
-        self._buffer: deque[tuple[float, _Logged]] = deque()
+        self._buffer: deque[tuple[float, Logged]] = deque()
         self._dropped_full: Counter[str] = Counter()  # written by observe only
         self._dropped_bad: Counter[str] = Counter()  # written under _flush_lock only
         self._purged: dict[str, float] = {}  # model -> deleted at: older buffered rows are not written
@@ -183,7 +138,7 @@ class PredictionLog:
         """Sample rates by model name, 0 to 1; a model left out is not logged."""
         new: dict[str, float] = {}
         for model, rate in rates.items():
-            _check_name(model)
+            check_name(model)
             value = float(rate)
             if not 0.0 <= value <= 1.0:
                 raise InvalidInput(
@@ -214,7 +169,7 @@ class PredictionLog:
         self._buffer.append(
             (
                 time.time(),
-                _Logged(
+                Logged(
                     event.model,
                     event.version,
                     event.surface,
@@ -280,38 +235,38 @@ class PredictionLog:
                 return
             for model, rows in self._encode(taken).items():
                 try:
-                    self._write_segment(model, _table(rows))
+                    self._write_segment(model, arrow_table(rows))
                 except Exception:
                     log.exception("prediction log: could not write %d rows of %s", len(rows.time), model)
                     self._dropped_bad[model] += len(rows.time)
 
-    def _encode(self, taken: list[tuple[float, _Logged]]) -> dict[str, _Rows]:
+    def _encode(self, taken: list[tuple[float, Logged]]) -> dict[str, Rows]:
         """Rows per model. Slices of ``ENCODE_SLICE`` events are encoded column by column (the common
         case: numeric tensors, a few microseconds per row); a slice with an event that cannot be
         encoded so is encoded row by row, which drops just that event."""
-        groups: dict[str, _Rows] = {}
+        groups: dict[str, Rows] = {}
         failed = 0
         for start in range(0, len(taken), ENCODE_SLICE):
             if start:
                 time.sleep(0)  # let the event loop have the GIL between slices
             chunk = taken[start : start + ENCODE_SLICE]
-            by_model: dict[str, list[tuple[float, _Logged]]] = {}
+            by_model: dict[str, list[tuple[float, Logged]]] = {}
             for at, event in chunk:
                 purged = self._purged.get(event.model)
                 if purged is None or at > purged:
                     by_model.setdefault(event.model, []).append((at, event))
             for model, items in by_model.items():
                 try:
-                    rows = _columns(model, items)
+                    rows = columns(model, items)
                 except Exception:
                     failed += self._encode_rows(items, groups)
                     continue
-                groups.setdefault(model, _Rows()).extend(rows)
+                groups.setdefault(model, Rows()).extend(rows)
         if failed > 1:
             log.warning("prediction log: dropped %d events it could not encode", failed)
         return groups
 
-    def _encode_rows(self, items: list[tuple[float, _Logged]], groups: dict[str, _Rows]) -> int:
+    def _encode_rows(self, items: list[tuple[float, Logged]], groups: dict[str, Rows]) -> int:
         """Row by row, dropping (and counting) the events that cannot be encoded; how many were dropped."""
         failed = 0
         for at, event in items:
@@ -326,8 +281,8 @@ class PredictionLog:
                 outputs = encode_tensors(event.outputs)
                 rows = groups.get(event.model)
                 if rows is None:
-                    _check_name(event.model)
-                    rows = groups[event.model] = _Rows()
+                    check_name(event.model)
+                    rows = groups[event.model] = Rows()
                 rows.request_id.append(str(request_id))
                 rows.time.append(at)
                 rows.version.append(version)
@@ -345,7 +300,7 @@ class PredictionLog:
     # --- segments -------------------------------------------------------------------------------
 
     def _model_dir(self, model: str) -> Path:
-        _check_name(model)
+        check_name(model)
         return self.directory / model
 
     def _next_number(self) -> int:
@@ -384,7 +339,7 @@ class PredictionLog:
             entries = list(os.scandir(self.directory))
         except FileNotFoundError:
             return []
-        return sorted(e.name for e in entries if e.is_dir() and _NAME.fullmatch(e.name))
+        return sorted(e.name for e in entries if e.is_dir() and MODEL_NAME.fullmatch(e.name))
 
     @contextlib.contextmanager
     def _maintenance_lock(self, model: str) -> Iterator[bool]:
@@ -554,7 +509,7 @@ class PredictionLog:
     ) -> Iterator[bytes]:
         """The rows of the filter, oldest first, as chunks of a JSON lines, CSV or Parquet file. In every
         format inputs and outputs are JSON text (in JSON lines, JSON objects) and time is epoch seconds."""
-        _check_name(model)
+        check_name(model)
         return export_rows(self._listing(model), self._key_cache, fmt, version, since, until)
 
     def _listing(self, model: str) -> Listing:
@@ -564,88 +519,6 @@ class PredictionLog:
 # --- helpers ------------------------------------------------------------------------------------
 
 
-def _check_name(model: str) -> None:
-    if not isinstance(model, str) or not _NAME.fullmatch(model):
-        raise InvalidName(f"invalid model name {model!r}", field="model")
-
-
 def _unlink(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
-
-
-def _table(rows: _Rows) -> pyarrow.Table:
-    import pyarrow as pa
-
-    return pa.Table.from_arrays(
-        [
-            pa.array(rows.request_id, pa.string()),
-            pa.array(rows.time, pa.float64()),
-            pa.array(rows.version, pa.int32()),
-            pa.array(rows.surface, pa.string()),
-            pa.array(rows.latency, pa.float64()),
-            pa.array(rows.inputs, pa.string()),
-            pa.array(rows.outputs, pa.string()),
-        ],
-        schema=schema(),
-    )
-
-
-def encode_many(many: list[Mapping[str, Any]]) -> list[bytes]:
-    """``encode_tensors`` of each, in one orjson call when every tensor is numeric (the common case):
-    the list's JSON is cut between its objects, which is safe because numbers hold no brace and a name
-    holding ``},{`` makes the count of pieces wrong (then each is encoded alone)."""
-    try:
-        if all(type(t) is dict for t in many):
-            pieces = orjson.dumps(many, option=_ORJSON)[2:-2].split(b"},{")
-            if len(pieces) == len(many):
-                return [b"{" + piece + b"}" for piece in pieces]
-    except orjson.JSONEncodeError:
-        pass
-    return [encode_tensors(t) for t in many]
-
-
-def encode_tensors(tensors: Mapping[str, Any]) -> bytes:
-    """A JSON object of the tensors as nested lists: numbers as they are (NaN and infinities as null),
-    BYTES as text (UTF-8, undecodable bytes replaced)."""
-    if not isinstance(tensors, Mapping):
-        raise TypeError(f"tensors must be a mapping, not {type(tensors).__name__}")
-    try:  # numeric, native, contiguous arrays (the common case): orjson alone, 4x faster
-        return orjson.dumps(tensors, option=_ORJSON)
-    except orjson.JSONEncodeError:
-        pass
-    try:
-        return orjson.dumps({name: _plain(value) for name, value in tensors.items()}, option=_ORJSON)
-    except orjson.JSONEncodeError:
-        return orjson.dumps({str(name): _listed(value) for name, value in tensors.items()}, default=str)
-
-
-def _plain(value: Any) -> Any:
-    array = np.asarray(value)
-    kind = array.dtype.kind
-    if kind in "OSU":
-        return _texts(array)
-    if kind in "biuf" and array.ndim > 0 and array.dtype.isnative:
-        return array if array.flags.c_contiguous else np.ascontiguousarray(array)
-    return array.tolist()
-
-
-def _listed(value: Any) -> Any:
-    array = np.asarray(value)
-    return _texts(array) if array.dtype.kind in "OSU" else array.tolist()
-
-
-def _texts(array: np.ndarray) -> Any:
-    if array.dtype.kind == "U":
-        return array.tolist()
-    flat = [
-        v.decode("utf-8", "replace")
-        if isinstance(v, bytes | bytearray)
-        else v
-        if isinstance(v, str)
-        else str(v)
-        for v in array.ravel().tolist()
-    ]
-    out = np.empty(len(flat), dtype=object)
-    out[:] = flat
-    return out.reshape(array.shape).tolist()

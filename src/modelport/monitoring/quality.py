@@ -43,17 +43,6 @@ def _number(value: Any) -> float | None:
         return None
 
 
-def same_label(predicted: Any, label: str, classes: Sequence[Any] | None = None) -> bool:
-    if classes and isinstance(predicted, int | float) and float(predicted).is_integer():
-        index = int(predicted)
-        if 0 <= index < len(classes) and str(classes[index]) == label:
-            return True
-    a, b = _number(predicted), _number(label)
-    if a is not None and b is not None:
-        return a == b
-    return str(predicted) == label
-
-
 def _as_label(predicted: Any, classes: Sequence[Any] | None) -> str:
     if classes and isinstance(predicted, int | float) and float(predicted).is_integer():
         index = int(predicted)
